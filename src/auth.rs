@@ -1,0 +1,146 @@
+//! Client keys: who is calling, what they may use, and how fast.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::HeaderMap;
+use subtle::ConstantTimeEq;
+
+use crate::config::{ClientKey, Secret};
+use crate::error::ApiError;
+
+pub struct Auth {
+    keys: Vec<Key>,
+}
+
+struct Key {
+    name: String,
+    secret: Option<Secret>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    routes: Option<Vec<String>>,
+}
+
+/// The caller, once its key matched.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal<'a> {
+    pub name: &'a str,
+    routes: Option<&'a [String]>,
+}
+
+impl Principal<'_> {
+    /// `label` is a route name or `provider/*`; `*` in the allowlist admits all.
+    pub fn may_use(&self, label: &str) -> bool {
+        self.routes
+            .is_none_or(|routes| routes.iter().any(|r| r == "*" || r == label))
+    }
+}
+
+impl Auth {
+    pub fn new(keys: &[ClientKey]) -> Self {
+        let keys = keys
+            .iter()
+            .map(|k| Key {
+                name: k.name.clone(),
+                secret: k.key.clone(),
+                limiter: k
+                    .rpm
+                    .and_then(NonZeroU32::new)
+                    .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm))),
+                routes: k.routes.clone(),
+            })
+            .collect();
+        Auth { keys }
+    }
+
+    /// `Ok(None)`: no keys are configured, so the proxy is open (which config
+    /// validation allows only on a loopback address).
+    pub fn check(&self, headers: &HeaderMap) -> Result<Option<Principal<'_>>, ApiError> {
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        let presented = presented_key(headers).ok_or(ApiError::InvalidApiKey)?;
+        // Compare against every key so timing does not reveal which one matched.
+        let mut found = None;
+        for key in &self.keys {
+            if let Some(secret) = &key.secret {
+                if bool::from(secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
+                    found = Some(key);
+                }
+            }
+        }
+        let key = found.ok_or(ApiError::InvalidApiKey)?;
+        if let Some(limiter) = &key.limiter {
+            if let Err(not_until) = limiter.check() {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return Err(ApiError::KeyRateLimited {
+                    retry_after: wait.max(Duration::from_millis(1)),
+                });
+            }
+        }
+        Ok(Some(Principal {
+            name: &key.name,
+            routes: key.routes.as_deref(),
+        }))
+    }
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    headers.get("x-api-key")?.to_str().ok().map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(rpm: Option<u32>, routes: Option<Vec<&str>>) -> ClientKey {
+        ClientKey {
+            name: "team-a".into(),
+            key_env: "K".into(),
+            key: Some(Secret::new("sk-team-a".into())),
+            rpm,
+            routes: routes.map(|r| r.into_iter().map(String::from).collect()),
+        }
+    }
+
+    fn headers(name: &str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn accepts_bearer_and_x_api_key_and_rejects_others() {
+        let auth = Auth::new(&[key(None, None)]);
+        assert!(auth.check(&headers("authorization", "Bearer sk-team-a")).unwrap().is_some());
+        assert!(auth.check(&headers("x-api-key", "sk-team-a")).unwrap().is_some());
+        assert!(matches!(auth.check(&headers("authorization", "Bearer sk-team-b")), Err(ApiError::InvalidApiKey)));
+        assert!(matches!(auth.check(&HeaderMap::new()), Err(ApiError::InvalidApiKey)));
+    }
+
+    #[test]
+    fn limits_each_key_to_its_rpm_with_a_retry_hint() {
+        let auth = Auth::new(&[key(Some(2), None)]);
+        let h = headers("x-api-key", "sk-team-a");
+        assert!(auth.check(&h).is_ok());
+        assert!(auth.check(&h).is_ok());
+        match auth.check(&h) {
+            Err(ApiError::KeyRateLimited { retry_after }) => assert!(retry_after <= Duration::from_secs(30)),
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn allowlist_admits_only_listed_routes() {
+        let auth = Auth::new(&[key(None, Some(vec!["default"]))]);
+        let p = auth.check(&headers("x-api-key", "sk-team-a")).unwrap().unwrap();
+        assert!(p.may_use("default"));
+        assert!(!p.may_use("premium"));
+    }
+}

@@ -1,0 +1,103 @@
+//! Thin: command line -> config -> server.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use hermes_proxy::cli::{self, Cli, Command, ConfigAction, LogFormat};
+use hermes_proxy::config::check_listen;
+use hermes_proxy::{server, state::Shared};
+
+/// How long a stop waits for in-flight requests before closing them.
+const DRAIN: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    match code {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let source = cli.source()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Check => Ok(cli::check(&source)),
+        Command::Models { probe } => match source.parse() {
+            Ok(c) => Ok(cli::models(&c, probe).await),
+            Err(errors) => Ok(report(&errors)),
+        },
+        Command::Config {
+            action: ConfigAction::Show,
+        } => match source.parse() {
+            Ok(c) => {
+                print!("{}", cli::show(&c));
+                Ok(0)
+            }
+            Err(errors) => Ok(report(&errors)),
+        },
+        Command::Serve => serve(source, cli.listen).await,
+    }
+}
+fn report(errors: &[hermes_proxy::config::ConfigError]) -> i32 {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    2
+}
+
+async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> anyhow::Result<i32> {
+    let mut config = match source.parse() {
+        Ok(c) => c,
+        Err(errors) => return Ok(report(&errors)),
+    };
+    if let Some(addr) = listen {
+        config.server.listen = addr;
+    }
+    if let Err(message) = check_listen(&config.server.listen, &config.server.keys) {
+        eprintln!("error: {message}");
+        return Ok(2);
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let addr = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let enabled: Vec<&str> = config.providers.iter().filter(|p| p.enabled).map(|p| p.name.as_str()).collect();
+    let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    tracing::info!(
+        "hermes-proxy listening on http://{}/v1 (config: {}; routes: {}; enabled providers: {})",
+        listener.local_addr()?,
+        source.label,
+        routes.join(", "),
+        enabled.join(", ")
+    );
+    let shared = Shared::new(config);
+    server::run(listener, shared, server::shutdown_signal(), DRAIN).await;
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,248 @@
+//! Provider adapters: one upstream attempt, from our request to an [`Answer`]
+//! in the one OpenAI schema, or to a classified [`UpstreamError`].
+//!
+//! An attempt is over (and may fail over) until the upstream's first event
+//! has arrived: only then does the proxy commit its 200 to the client.
+
+pub mod classify;
+pub mod mock;
+pub mod normalize;
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body_util::BodyExt;
+use serde_json::{Map, Value};
+
+use crate::api::sse::{self, SseEvent, SseReader};
+use crate::body::{self, Body};
+use crate::config::{Provider, ProviderKind};
+use crate::upstream::{self, Client};
+use classify::{ErrorKind, UpstreamError};
+use normalize::Usage;
+
+/// The OpenAI endpoints the proxy routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// What a successful attempt hands back before anything reached the client.
+pub enum Answer {
+    Json {
+        body: Bytes,
+        usage: Option<Usage>,
+    },
+    /// A stream whose first event (already normalized and encoded) arrived;
+    /// `rest` yields the remainder, or is `None` when the stream already ended.
+    Stream {
+        first: Bytes,
+        rest: Option<SseReader>,
+    },
+}
+
+/// An upstream error body larger than this is cut: it is only read for its message.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Answers are bounded by the provider; this only stops a runaway upstream.
+const JSON_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+enum Head {
+    Json(Response<Body>),
+    Stream(Answer),
+}
+
+/// One attempt against one provider. `body` already names the target's model.
+/// `first_byte_timeout` bounds the wait for the status line and, when
+/// streaming, the first event.
+pub async fn call(
+    client: &Client,
+    provider: &Provider,
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    first_byte_timeout: Duration,
+) -> Result<Answer, UpstreamError> {
+    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let head = async {
+        let resp = match provider.kind {
+            ProviderKind::Mock => mock::respond(&provider.mock, endpoint, body).await,
+            ProviderKind::OpenAi => send(client, provider, endpoint, body, stream).await?,
+            ProviderKind::Anthropic => {
+                return Err(UpstreamError::transport(
+                    ErrorKind::ClientError,
+                    "provider kind \"anthropic\" is not supported by this build",
+                ))
+            }
+        };
+        if !resp.status().is_success() {
+            return Err(read_error(resp).await);
+        }
+        if stream && is_event_stream(&resp) {
+            return first_event(resp).await.map(Head::Stream);
+        }
+        Ok(Head::Json(resp))
+    };
+    let head = tokio::time::timeout(first_byte_timeout, head)
+        .await
+        .map_err(|_| {
+            UpstreamError::transport(
+                ErrorKind::Timeout,
+                format!("no answer within first_byte_timeout ({first_byte_timeout:?})"),
+            )
+        })??;
+    match head {
+        Head::Stream(answer) => Ok(answer),
+        Head::Json(resp) => read_json(resp, endpoint).await,
+    }
+}
+
+async fn send(
+    client: &Client,
+    provider: &Provider,
+    endpoint: Endpoint,
+    body: &Map<String, Value>,
+    stream: bool,
+) -> Result<Response<Body>, UpstreamError> {
+    let internal = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
+    let base = provider.base_url.as_deref().unwrap_or_default();
+    let bytes = serde_json::to_vec(body).map_err(|e| internal(e.to_string()))?;
+    let accept = if stream { "text/event-stream" } else { "application/json" };
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{base}{}", endpoint.path()))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, accept);
+    if let Some(key) = &provider.api_key {
+        let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
+            .map_err(|_| internal(format!("the API key of `{}` is not a valid header value", provider.name)))?;
+        value.set_sensitive(true);
+        req = req.header(header::AUTHORIZATION, value);
+    }
+    for (name, value) in &provider.headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let req = req
+        .body(body::full(bytes))
+        .map_err(|e| internal(format!("cannot build the request to `{}`: {e}", provider.name)))?;
+    client.send(req).await.map_err(|e| match e {
+        upstream::SendError::Connect(m) => UpstreamError::transport(ErrorKind::ConnectError, m),
+        upstream::SendError::Other(m) => UpstreamError::transport(ErrorKind::ServerError, m),
+    })
+}
+
+fn is_event_stream(resp: &Response<Body>) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+async fn read_error(resp: Response<Body>) -> UpstreamError {
+    let (parts, body) = resp.into_parts();
+    // A body that breaks off still has a status worth classifying.
+    let (bytes, _) = read_up_to(body, ERROR_BODY_LIMIT).await;
+    classify::classify(parts.status, &parts.headers, &bytes, SystemTime::now())
+}
+
+/// Reads until the body ends, fails, or passes `limit` bytes (the rest is
+/// left unread); says how it stopped.
+async fn read_up_to(mut body: Body, limit: usize) -> (Bytes, Result<(), String>) {
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                    if bytes.len() > limit {
+                        return (bytes.freeze(), Err(format!("answer is larger than {limit} bytes")));
+                    }
+                }
+            }
+            Err(e) => return (bytes.freeze(), Err(e.to_string())),
+        }
+    }
+    (bytes.freeze(), Ok(()))
+}
+
+async fn read_json(resp: Response<Body>, endpoint: Endpoint) -> Result<Answer, UpstreamError> {
+    let bad = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
+    let (parts, body) = resp.into_parts();
+    let (bytes, read) = read_up_to(body, JSON_BODY_LIMIT).await;
+    read.map_err(|e| bad(format!("upstream answer broke off: {e}")))?;
+    let mut value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("upstream answered {} with invalid JSON: {e}", parts.status)))?;
+    if let Some(err) = classify::error_in_body(&value, &parts.headers, SystemTime::now()) {
+        return Err(err);
+    }
+    let changed = endpoint != Endpoint::Embeddings && normalize::completion(&mut value);
+    let usage = normalize::usage(&value);
+    let body = if changed {
+        Bytes::from(serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))?)
+    } else {
+        bytes
+    };
+    Ok(Answer::Json { body, usage })
+}
+
+async fn first_event(resp: Response<Body>) -> Result<Answer, UpstreamError> {
+    let broke = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
+    let mut reader = SseReader::new(resp.into_body());
+    loop {
+        match reader.next().await {
+            Ok(Some(SseEvent::Comment)) => continue,
+            Ok(Some(SseEvent::Data { data, .. })) if data == "[DONE]" => {
+                return Ok(Answer::Stream {
+                    first: Bytes::from_static(sse::DONE),
+                    rest: None,
+                })
+            }
+            Ok(Some(SseEvent::Data { data, .. })) => {
+                let (first, _usage) = normalize_event(&data)?;
+                return Ok(Answer::Stream {
+                    first,
+                    rest: Some(reader),
+                });
+            }
+            Ok(None) => return Err(broke("upstream ended the stream before its first event".into())),
+            Err(e) => return Err(broke(format!("upstream stream broke: {e}"))),
+        }
+    }
+}
+
+/// One upstream `data:` payload, normalized and encoded for the client; an
+/// error chunk (OpenRouter reports mid-stream failures that way) is an `Err`.
+pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamError> {
+    // Only these fields are ever rewritten: skip the parse for plain content
+    // deltas, which are nearly every chunk of a stream.
+    let interesting = ["\"usage\"", "\"reasoning\"", "\"error\""];
+    if !interesting.iter().any(|k| data.contains(k)) {
+        return Ok((sse::data(data.as_bytes()), None));
+    }
+    let Ok(mut value) = serde_json::from_str::<Value>(data) else {
+        return Ok((sse::data(data.as_bytes()), None));
+    };
+    if let Some(err) = classify::error_in_body(&value, &http::HeaderMap::new(), SystemTime::now()) {
+        return Err(err);
+    }
+    let changed = normalize::chunk(&mut value);
+    let usage = normalize::usage(&value);
+    let bytes = if changed {
+        sse::data(&serde_json::to_vec(&value).unwrap_or_default())
+    } else {
+        sse::data(data.as_bytes())
+    };
+    Ok((bytes, usage))
+}
+
