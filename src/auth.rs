@@ -111,17 +111,32 @@ mod tests {
 
     fn headers(name: &str, value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        h.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
         h
     }
 
     #[test]
     fn accepts_bearer_and_x_api_key_and_rejects_others() {
         let auth = Auth::new(&[key(None, None)]);
-        assert!(auth.check(&headers("authorization", "Bearer sk-team-a")).unwrap().is_some());
-        assert!(auth.check(&headers("x-api-key", "sk-team-a")).unwrap().is_some());
-        assert!(matches!(auth.check(&headers("authorization", "Bearer sk-team-b")), Err(ApiError::InvalidApiKey)));
-        assert!(matches!(auth.check(&HeaderMap::new()), Err(ApiError::InvalidApiKey)));
+        assert!(auth
+            .check(&headers("authorization", "Bearer sk-team-a"))
+            .unwrap()
+            .is_some());
+        assert!(auth
+            .check(&headers("x-api-key", "sk-team-a"))
+            .unwrap()
+            .is_some());
+        assert!(matches!(
+            auth.check(&headers("authorization", "Bearer sk-team-b")),
+            Err(ApiError::InvalidApiKey)
+        ));
+        assert!(matches!(
+            auth.check(&HeaderMap::new()),
+            Err(ApiError::InvalidApiKey)
+        ));
     }
 
     #[test]
@@ -131,7 +146,9 @@ mod tests {
         assert!(auth.check(&h).is_ok());
         assert!(auth.check(&h).is_ok());
         match auth.check(&h) {
-            Err(ApiError::KeyRateLimited { retry_after }) => assert!(retry_after <= Duration::from_secs(30)),
+            Err(ApiError::KeyRateLimited { retry_after }) => {
+                assert!(retry_after <= Duration::from_secs(30))
+            }
             other => panic!("expected a rate limit, got {other:?}"),
         }
     }
@@ -139,7 +156,10 @@ mod tests {
     #[test]
     fn allowlist_admits_only_listed_routes() {
         let auth = Auth::new(&[key(None, Some(vec!["default"]))]);
-        let p = auth.check(&headers("x-api-key", "sk-team-a")).unwrap().unwrap();
+        let p = auth
+            .check(&headers("x-api-key", "sk-team-a"))
+            .unwrap()
+            .unwrap();
         assert!(p.may_use("default"));
         assert!(!p.may_use("premium"));
     }

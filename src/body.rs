@@ -37,3 +37,38 @@ pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
 pub fn from_incoming(body: hyper::body::Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed()
 }
+
+/// A body that holds `guard` until it is done or dropped: how work that
+/// outlives the handler (a relayed stream) stays counted as in flight.
+pub fn with_guard<G: Send + Sync + Unpin + 'static>(inner: Body, guard: G) -> Body {
+    Guarded {
+        inner,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct Guarded<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Send + Sync + Unpin + 'static> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

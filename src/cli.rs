@@ -11,7 +11,11 @@ use http_body_util::BodyExt;
 use crate::config::{self, Config, ConfigError, ProviderKind};
 
 #[derive(Debug, Parser)]
-#[command(name = "hermes-proxy", version, about = "Every LLM provider behind one OpenAI-compatible API")]
+#[command(
+    name = "hermes-proxy",
+    version,
+    about = "Every LLM provider behind one OpenAI-compatible API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -127,9 +131,14 @@ pub fn check(source: &Source) -> i32 {
 /// provider's /models does not list (the usual "model not found" trap).
 pub async fn models(config: &Config, probe: bool) -> i32 {
     let client = crate::upstream::Client::new(config.defaults.connect_timeout);
-    let mut listed: std::collections::HashMap<String, Result<Vec<String>, String>> = Default::default();
+    let mut listed: std::collections::HashMap<String, Result<Vec<String>, String>> =
+        Default::default();
     if probe {
-        for p in config.providers.iter().filter(|p| p.enabled && p.kind == ProviderKind::OpenAi) {
+        for p in config
+            .providers
+            .iter()
+            .filter(|p| p.enabled && p.kind == ProviderKind::OpenAi)
+        {
             listed.insert(p.name.clone(), probe_models(&client, p).await);
         }
     }
@@ -141,7 +150,9 @@ pub async fn models(config: &Config, probe: bool) -> i32 {
             let state = match provider {
                 Some(p) if !p.enabled => "disabled (key variable unset)".to_owned(),
                 Some(p) => match listed.get(&p.name) {
-                    Some(Ok(ids)) if ids.iter().any(|id| id == &t.model) => "listed by provider".to_owned(),
+                    Some(Ok(ids)) if ids.iter().any(|id| id == &t.model) => {
+                        "listed by provider".to_owned()
+                    }
                     Some(Ok(_)) => {
                         missing += 1;
                         "NOT LISTED by the provider's /models: requests will fail with model not found".to_owned()
@@ -157,11 +168,17 @@ pub async fn models(config: &Config, probe: bool) -> i32 {
     i32::from(missing > 0)
 }
 
-async fn probe_models(client: &crate::upstream::Client, p: &config::Provider) -> Result<Vec<String>, String> {
+async fn probe_models(
+    client: &crate::upstream::Client,
+    p: &config::Provider,
+) -> Result<Vec<String>, String> {
     let url = format!("{}/models", p.base_url.as_deref().unwrap_or_default());
     let mut req = http::Request::get(url);
     if let Some(key) = &p.api_key {
-        req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", key.expose()));
+        req = req.header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", key.expose()),
+        );
     }
     for (k, v) in &p.headers {
         req = req.header(k.as_str(), v.as_str());
@@ -170,7 +187,12 @@ async fn probe_models(client: &crate::upstream::Client, p: &config::Provider) ->
     let fetch = async {
         let resp = client.send(req).await.map_err(|e| format!("{e:?}"))?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
         }
@@ -193,13 +215,27 @@ pub fn show(config: &Config) -> String {
     let mut out = String::new();
     let s = &config.server;
     let _ = writeln!(out, "# effective config from {}", config.source);
-    let _ = writeln!(out, "[server]\nlisten = \"{}\"\nmax_body_bytes = {}", s.listen, s.max_body_bytes);
+    let _ = writeln!(
+        out,
+        "[server]\nlisten = \"{}\"\nmax_body_bytes = {}",
+        s.listen, s.max_body_bytes
+    );
     let _ = writeln!(out, "cors_origins = {:?}", s.cors_origins);
     if let Some(env) = &s.admin_key_env {
-        let _ = writeln!(out, "admin_key_env = \"{env}\"  # {}", set_or_unset(s.admin_key.is_some()));
+        let _ = writeln!(
+            out,
+            "admin_key_env = \"{env}\"  # {}",
+            set_or_unset(s.admin_key.is_some())
+        );
     }
     for k in &s.keys {
-        let _ = writeln!(out, "\n[[server.keys]]\nname = \"{}\"\nkey_env = \"{}\"  # {}", k.name, k.key_env, set_or_unset(k.key.is_some()));
+        let _ = writeln!(
+            out,
+            "\n[[server.keys]]\nname = \"{}\"\nkey_env = \"{}\"  # {}",
+            k.name,
+            k.key_env,
+            set_or_unset(k.key.is_some())
+        );
         if let Some(rpm) = k.rpm {
             let _ = writeln!(out, "rpm = {rpm}");
         }
@@ -222,7 +258,12 @@ pub fn show(config: &Config) -> String {
     }
     let _ = writeln!(out, "max_attempts = {}", d.max_attempts);
     for p in &config.providers {
-        let _ = writeln!(out, "\n[providers.{}]  # {}", p.name, if p.enabled { "enabled" } else { "disabled" });
+        let _ = writeln!(
+            out,
+            "\n[providers.{}]  # {}",
+            p.name,
+            if p.enabled { "enabled" } else { "disabled" }
+        );
         let kind = match p.kind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Anthropic => "anthropic",
@@ -233,7 +274,11 @@ pub fn show(config: &Config) -> String {
             let _ = writeln!(out, "base_url = \"{url}\"");
         }
         if let Some(env) = &p.api_key_env {
-            let _ = writeln!(out, "api_key_env = \"{env}\"  # {}", set_or_unset(p.api_key.is_some()));
+            let _ = writeln!(
+                out,
+                "api_key_env = \"{env}\"  # {}",
+                set_or_unset(p.api_key.is_some())
+            );
         }
         if let Some(rpm) = p.rpm {
             let _ = writeln!(out, "rpm = {rpm}");
@@ -247,11 +292,22 @@ pub fn show(config: &Config) -> String {
     }
     for r in &config.routes {
         let _ = writeln!(out, "\n[routes.{}]", r.name);
-        let _ = writeln!(out, "strategy = \"{}\"", format!("{:?}", r.strategy).to_lowercase());
-        let _ = writeln!(out, "compression = \"{}\"", if r.compression { "auto" } else { "off" });
+        let _ = writeln!(
+            out,
+            "strategy = \"{}\"",
+            format!("{:?}", r.strategy).to_lowercase()
+        );
+        let _ = writeln!(
+            out,
+            "compression = \"{}\"",
+            if r.compression { "auto" } else { "off" }
+        );
         let _ = writeln!(out, "resume = {}\ntargets = [", r.resume);
         for t in &r.targets {
-            let mut line = format!("  {{ provider = \"{}\", model = \"{}\"", t.provider, t.model);
+            let mut line = format!(
+                "  {{ provider = \"{}\", model = \"{}\"",
+                t.provider, t.model
+            );
             if let Some(w) = t.context_window {
                 let _ = write!(line, ", context_window = {w}");
             }

@@ -137,9 +137,8 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::KeyRateLimited { retry_after } | ApiError::AllRateLimited { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            ApiError::KeyRateLimited { retry_after }
+            | ApiError::AllRateLimited { retry_after, .. } => Some(*retry_after),
             ApiError::Upstream(e) => e.retry_after,
             _ => None,
         }
@@ -150,7 +149,10 @@ impl ApiError {
         let mut resp = Response::new(full(body));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(wait) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs_ceil(wait)));
         }

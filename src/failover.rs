@@ -51,20 +51,36 @@ pub async fn run(
         attempts += 1;
         let provider = candidate.provider.name.as_str();
         if let Some(from) = previous {
-            metrics.fallbacks.with_label_values(&[&route.label, from, provider]).inc();
+            metrics
+                .fallbacks
+                .with_label_values(&[&route.label, from, provider])
+                .inc();
         }
         previous = Some(provider);
         body.insert("model".into(), Value::String(candidate.model.to_owned()));
 
         let started = Instant::now();
-        let result = provider::call(&shared.client, candidate.provider, endpoint, &body, defaults.first_byte_timeout).await;
+        let result = provider::call(
+            &shared.client,
+            candidate.provider,
+            endpoint,
+            &body,
+            defaults.first_byte_timeout,
+        )
+        .await;
         let took = started.elapsed();
         upstream_time += took;
-        metrics.upstream_duration.with_label_values(&[provider]).observe(took.as_secs_f64());
+        metrics
+            .upstream_duration
+            .with_label_values(&[provider])
+            .observe(took.as_secs_f64());
 
         let err = match result {
             Ok(answer) => {
-                metrics.upstream_requests.with_label_values(&[provider, "ok"]).inc();
+                metrics
+                    .upstream_requests
+                    .with_label_values(&[provider, "ok"])
+                    .inc();
                 return Ok(Outcome {
                     answer,
                     provider: provider.to_owned(),
@@ -75,7 +91,10 @@ pub async fn run(
             }
             Err(err) => err,
         };
-        metrics.upstream_requests.with_label_values(&[provider, err.kind.as_str()]).inc();
+        metrics
+            .upstream_requests
+            .with_label_values(&[provider, err.kind.as_str()])
+            .inc();
         tracing::warn!(
             provider,
             model = candidate.model,
@@ -87,7 +106,10 @@ pub async fn run(
         match err.kind {
             ErrorKind::ClientError => return Err(ApiError::Upstream(err)),
             ErrorKind::ContextLength => {
-                return Err(ApiError::ContextLength(format!("{provider}: {}", err.message)))
+                return Err(ApiError::ContextLength(format!(
+                    "{provider}: {}",
+                    err.message
+                )))
             }
             ErrorKind::RateLimited => {
                 let wait = err.retry_after.unwrap_or(defaults.cooldown);

@@ -77,7 +77,12 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    let enabled: Vec<&str> = config.providers.iter().filter(|p| p.enabled).map(|p| p.name.as_str()).collect();
+    let enabled: Vec<&str> = config
+        .providers
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| p.name.as_str())
+        .collect();
     let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     tracing::info!(
         "hermes-proxy listening on http://{}/v1 (config: {}; routes: {}; enabled providers: {})",
@@ -95,7 +100,9 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -3,15 +3,18 @@
 //! outcome words, never a raw client model string or a key.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Buckets that resolve a microsecond-scale proxy hop and a minutes-long generation alike.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
 ];
 const OVERHEAD_BUCKETS: &[f64] = &[
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.5, 1.0,
 ];
 
 pub struct Metrics {
@@ -34,14 +37,27 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-        .expect("valid metric definition");
-    registry.register(Box::new(h.clone())).expect("metric registered once");
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric definition");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 }
 
@@ -49,29 +65,101 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         let cooldown = IntGaugeVec::new(
-            Opts::new("hermes_provider_cooldown", "1 while the provider is cooling down after a rate limit or failure"),
+            Opts::new(
+                "hermes_provider_cooldown",
+                "1 while the provider is cooling down after a rate limit or failure",
+            ),
             &["provider"],
         )
         .expect("valid metric definition");
-        r.register(Box::new(cooldown.clone())).expect("metric registered once");
-        let inflight = IntGauge::new("hermes_inflight_requests", "Client requests being served now")
-            .expect("valid metric definition");
-        r.register(Box::new(inflight.clone())).expect("metric registered once");
+        r.register(Box::new(cooldown.clone()))
+            .expect("metric registered once");
+        let inflight = IntGauge::new(
+            "hermes_inflight_requests",
+            "Client requests being served now",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(inflight.clone()))
+            .expect("metric registered once");
         Metrics {
-            requests: counter(&r, "hermes_requests_total", "Client requests by route and HTTP status", &["route", "status"]),
-            request_duration: histogram(&r, "hermes_request_duration_seconds", "Whole client request duration, streams included", &["route"], LATENCY_BUCKETS),
-            ttft: histogram(&r, "hermes_time_to_first_token_seconds", "Time from request to the first streamed event", &["route", "provider"], LATENCY_BUCKETS),
-            overhead: histogram(&r, "hermes_overhead_seconds", "Time spent in the proxy itself, upstream time excluded", &["route"], OVERHEAD_BUCKETS),
-            upstream_requests: counter(&r, "hermes_upstream_requests_total", "Upstream attempts by provider and classified outcome", &["provider", "outcome"]),
-            upstream_duration: histogram(&r, "hermes_upstream_duration_seconds", "Upstream attempt duration until its answer began", &["provider"], LATENCY_BUCKETS),
-            retries: counter(&r, "hermes_retries_total", "Upstream retries by provider and reason", &["provider", "reason"]),
-            fallbacks: counter(&r, "hermes_fallbacks_total", "Fallbacks from one provider to another within a route", &["route", "from", "to"]),
+            requests: counter(
+                &r,
+                "hermes_requests_total",
+                "Client requests by route and HTTP status",
+                &["route", "status"],
+            ),
+            request_duration: histogram(
+                &r,
+                "hermes_request_duration_seconds",
+                "Whole client request duration, streams included",
+                &["route"],
+                LATENCY_BUCKETS,
+            ),
+            ttft: histogram(
+                &r,
+                "hermes_time_to_first_token_seconds",
+                "Time from request to the first streamed event",
+                &["route", "provider"],
+                LATENCY_BUCKETS,
+            ),
+            overhead: histogram(
+                &r,
+                "hermes_overhead_seconds",
+                "Time spent in the proxy itself, upstream time excluded",
+                &["route"],
+                OVERHEAD_BUCKETS,
+            ),
+            upstream_requests: counter(
+                &r,
+                "hermes_upstream_requests_total",
+                "Upstream attempts by provider and classified outcome",
+                &["provider", "outcome"],
+            ),
+            upstream_duration: histogram(
+                &r,
+                "hermes_upstream_duration_seconds",
+                "Upstream attempt duration until its answer began",
+                &["provider"],
+                LATENCY_BUCKETS,
+            ),
+            retries: counter(
+                &r,
+                "hermes_retries_total",
+                "Upstream retries by provider and reason",
+                &["provider", "reason"],
+            ),
+            fallbacks: counter(
+                &r,
+                "hermes_fallbacks_total",
+                "Fallbacks from one provider to another within a route",
+                &["route", "from", "to"],
+            ),
             cooldown,
-            compressions: counter(&r, "hermes_compressions_total", "Conversation compressions by route and outcome", &["route", "outcome"]),
-            tokens: counter(&r, "hermes_tokens_total", "Tokens reported by upstreams, by provider and kind", &["provider", "kind"]),
+            compressions: counter(
+                &r,
+                "hermes_compressions_total",
+                "Conversation compressions by route and outcome",
+                &["route", "outcome"],
+            ),
+            tokens: counter(
+                &r,
+                "hermes_tokens_total",
+                "Tokens reported by upstreams, by provider and kind",
+                &["provider", "kind"],
+            ),
             inflight,
-            config_reloads: counter(&r, "hermes_config_reloads_total", "Config reloads by result", &["result"]),
-            agent_tool_calls: counter(&r, "hermes_agent_tool_calls_total", "Agent tool calls by tool and outcome", &["tool", "outcome"]),
+            config_reloads: counter(
+                &r,
+                "hermes_config_reloads_total",
+                "Config reloads by result",
+                &["result"],
+            ),
+            agent_tool_calls: counter(
+                &r,
+                "hermes_agent_tool_calls_total",
+                "Agent tool calls by tool and outcome",
+                &["tool", "outcome"],
+            ),
             registry: r,
         }
     }
@@ -84,7 +172,11 @@ impl Metrics {
     }
 
     pub fn record_usage(&self, provider: &str, usage: crate::provider::normalize::Usage) {
-        for (kind, n) in [("prompt", usage.prompt), ("completion", usage.completion), ("cached", usage.cached)] {
+        for (kind, n) in [
+            ("prompt", usage.prompt),
+            ("completion", usage.completion),
+            ("cached", usage.cached),
+        ] {
             if n > 0 {
                 self.tokens.with_label_values(&[provider, kind]).inc_by(n);
             }

@@ -54,9 +54,12 @@ pub async fn forward(
 
     let timeout = rt.config.defaults.request_timeout;
     let deadline = started + timeout;
-    let outcome = tokio::time::timeout_at(deadline, failover::run(shared, &rt, &resolved, body, endpoint))
-        .await
-        .map_err(|_| ApiError::Timeout(timeout))??;
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        failover::run(shared, &rt, &resolved, body, endpoint),
+    )
+    .await
+    .map_err(|_| ApiError::Timeout(timeout))??;
     trace.provider = Some(outcome.provider.clone());
     trace.attempts = outcome.attempts;
     trace.upstream_time = outcome.upstream_time;
@@ -66,7 +69,9 @@ pub async fn forward(
         ("x-hermes-model", outcome.model.clone()),
         ("x-hermes-attempts", outcome.attempts.to_string()),
     ];
-    let Outcome { answer, provider, .. } = outcome;
+    let Outcome {
+        answer, provider, ..
+    } = outcome;
     let mut resp = match answer {
         Answer::Json { body, usage } => {
             if let Some(usage) = usage {
@@ -121,8 +126,13 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiErr
     }
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::RequestTooLarge { limit }),
-        Err(e) => Err(ApiError::invalid(format!("could not read the request body: {e}"), None)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::RequestTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::invalid(
+            format!("could not read the request body: {e}"),
+            None,
+        )),
     }
 }
 
@@ -132,31 +142,66 @@ pub fn parse_request(bytes: &[u8], endpoint: Endpoint) -> Result<Map<String, Val
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
     let Value::Object(body) = value else {
-        return Err(ApiError::invalid("request body must be a JSON object", None));
+        return Err(ApiError::invalid(
+            "request body must be a JSON object",
+            None,
+        ));
     };
     match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => {}
-        None => return Err(ApiError::invalid("you must provide a `model` (a string)", Some("model"))),
-        Some(_) => return Err(ApiError::invalid("`model` must be a non-empty string", Some("model"))),
+        None => {
+            return Err(ApiError::invalid(
+                "you must provide a `model` (a string)",
+                Some("model"),
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`model` must be a non-empty string",
+                Some("model"),
+            ))
+        }
     }
-    if !matches!(body.get("stream"), None | Some(Value::Bool(_)) | Some(Value::Null)) {
-        return Err(ApiError::invalid("`stream` must be a boolean", Some("stream")));
+    if !matches!(
+        body.get("stream"),
+        None | Some(Value::Bool(_)) | Some(Value::Null)
+    ) {
+        return Err(ApiError::invalid(
+            "`stream` must be a boolean",
+            Some("stream"),
+        ));
     }
-    if !matches!(body.get("stream_options"), None | Some(Value::Object(_)) | Some(Value::Null)) {
-        return Err(ApiError::invalid("`stream_options` must be an object", Some("stream_options")));
+    if !matches!(
+        body.get("stream_options"),
+        None | Some(Value::Object(_)) | Some(Value::Null)
+    ) {
+        return Err(ApiError::invalid(
+            "`stream_options` must be an object",
+            Some("stream_options"),
+        ));
     }
     match endpoint {
         Endpoint::Chat => check_messages(body.get("messages"))?,
         Endpoint::Embeddings if body.get("input").is_none_or(Value::is_null) => {
-            return Err(ApiError::invalid("you must provide an `input`", Some("input")))
+            return Err(ApiError::invalid(
+                "you must provide an `input`",
+                Some("input"),
+            ))
         }
         Endpoint::Completions if body.get("prompt").is_none_or(Value::is_null) => {
-            return Err(ApiError::invalid("you must provide a `prompt`", Some("prompt")))
+            return Err(ApiError::invalid(
+                "you must provide a `prompt`",
+                Some("prompt"),
+            ))
         }
         _ => {}
     }
-    if endpoint == Endpoint::Embeddings && body.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(ApiError::invalid("embeddings cannot be streamed", Some("stream")));
+    if endpoint == Endpoint::Embeddings && body.get("stream").and_then(Value::as_bool) == Some(true)
+    {
+        return Err(ApiError::invalid(
+            "embeddings cannot be streamed",
+            Some("stream"),
+        ));
     }
     Ok(body)
 }
@@ -164,9 +209,24 @@ pub fn parse_request(bytes: &[u8], endpoint: Endpoint) -> Result<Map<String, Val
 fn check_messages(messages: Option<&Value>) -> Result<(), ApiError> {
     let messages = match messages {
         Some(Value::Array(m)) if !m.is_empty() => m,
-        Some(Value::Array(_)) => return Err(ApiError::invalid("`messages` must not be empty", Some("messages"))),
-        None => return Err(ApiError::invalid("you must provide `messages` (an array)", Some("messages"))),
-        Some(_) => return Err(ApiError::invalid("`messages` must be an array", Some("messages"))),
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "`messages` must not be empty",
+                Some("messages"),
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "you must provide `messages` (an array)",
+                Some("messages"),
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`messages` must be an array",
+                Some("messages"),
+            ))
+        }
     };
     for (i, m) in messages.iter().enumerate() {
         if !m.get("role").is_some_and(Value::is_string) {
@@ -184,7 +244,9 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> String {
-        parse_request(body.as_bytes(), Endpoint::Chat).unwrap_err().to_string()
+        parse_request(body.as_bytes(), Endpoint::Chat)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -195,7 +257,10 @@ mod tests {
         assert!(err(r#"{"model":1,"messages":[]}"#).contains("`model`"));
         assert!(err(r#"{"model":"m","messages":{}}"#).contains("`messages`"));
         assert!(err(r#"{"model":"m","messages":[{"content":"x"}]}"#).contains("messages[0].role"));
-        assert!(err(r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#).contains("`stream`"));
+        assert!(
+            err(r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#)
+                .contains("`stream`")
+        );
     }
 
     #[test]

@@ -67,7 +67,11 @@ impl Relay {
                     let err = broken("the upstream stream ended before [DONE]");
                     return self.fail(tx, err).await;
                 }
-                Ok(Err(e)) => return self.fail(tx, broken(&format!("the upstream stream broke: {e}"))).await,
+                Ok(Err(e)) => {
+                    return self
+                        .fail(tx, broken(&format!("the upstream stream broke: {e}")))
+                        .await
+                }
             };
             let data = match event {
                 SseEvent::Comment => continue, // upstream keep-alives are not data

@@ -83,14 +83,19 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        crate::config::parse(crate::config::EMBEDDED, "routes.toml", &|_| None).expect("embedded config parses")
+        crate::config::parse(crate::config::EMBEDDED, "routes.toml", &|_| None)
+            .expect("embedded config parses")
     }
 
     #[test]
     fn route_name_resolves_to_enabled_targets_in_order() {
         let config = config();
         let r = resolve(&config, "default").unwrap();
-        let names: Vec<&str> = r.candidates.iter().map(|c| c.provider.name.as_str()).collect();
+        let names: Vec<&str> = r
+            .candidates
+            .iter()
+            .map(|c| c.provider.name.as_str())
+            .collect();
         assert_eq!(names, ["local", "demo"]); // kimi and openrouter have no key set
         assert_eq!(r.label, "default");
     }
@@ -109,8 +114,14 @@ mod tests {
         let config = config();
         let err = resolve(&config, "gpt-9").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("gpt-9") && msg.contains("default") && msg.contains("demo/demo"), "{msg}");
+        assert!(
+            msg.contains("gpt-9") && msg.contains("default") && msg.contains("demo/demo"),
+            "{msg}"
+        );
         // a disabled provider cannot be addressed directly
-        assert!(matches!(resolve(&config, "kimi/kimi-k2.6"), Err(ApiError::ModelNotFound { .. })));
+        assert!(matches!(
+            resolve(&config, "kimi/kimi-k2.6"),
+            Err(ApiError::ModelNotFound { .. })
+        ));
     }
 }

@@ -18,10 +18,19 @@ use tokio::net::TcpListener;
 use crate::api;
 use crate::state::Shared;
 
-type HandlerFuture =
-    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<crate::body::Body>, std::convert::Infallible>> + Send>>;
+type HandlerFuture = std::pin::Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<crate::body::Body>, std::convert::Infallible>>
+            + Send,
+    >,
+>;
 
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>, drain: Duration) {
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -47,7 +56,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             let shared = shared.clone();
             Box::pin(async move { Ok(api::handle(shared, req).await) })
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -57,7 +68,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     }
     drop(listener);
     tracing::info!("stopped accepting; draining in-flight requests (up to {drain:?})");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timed out; closing remaining connections");
     }
 }

@@ -29,13 +29,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     let origin = req.headers().get(header::ORIGIN).cloned();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    shared.metrics.inflight.inc();
+    let inflight = Inflight::new(&shared);
 
     let mut trace = Trace::default();
-    let result = dispatch(&shared, req, &mut trace).instrument(span.clone()).await;
-    let mut resp = result.unwrap_or_else(ApiError::into_response);
+    let result = dispatch(&shared, req, &mut trace)
+        .instrument(span.clone())
+        .await;
+    let resp = result.unwrap_or_else(ApiError::into_response);
 
-    shared.metrics.inflight.dec();
+    let mut resp = resp.map(|b| body::with_guard(b, inflight));
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::try_from(request_id.as_str()) {
         headers.insert("x-request-id", v);
@@ -58,7 +60,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     resp
 }
 
-async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>, trace: &mut Trace) -> Result<Response<Body>, ApiError> {
+async fn dispatch(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path();
     let path = path.strip_suffix('/').unwrap_or(path);
     match (req.method(), path) {
@@ -74,9 +80,15 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>, trace: &mut Trac
             Ok(resp)
         }
         (&Method::GET, "/v1/models") => models(shared, req.headers()),
-        (&Method::POST, "/v1/chat/completions") => proxy::forward(shared, req, Endpoint::Chat, trace).await,
-        (&Method::POST, "/v1/completions") => proxy::forward(shared, req, Endpoint::Completions, trace).await,
-        (&Method::POST, "/v1/embeddings") => proxy::forward(shared, req, Endpoint::Embeddings, trace).await,
+        (&Method::POST, "/v1/chat/completions") => {
+            proxy::forward(shared, req, Endpoint::Chat, trace).await
+        }
+        (&Method::POST, "/v1/completions") => {
+            proxy::forward(shared, req, Endpoint::Completions, trace).await
+        }
+        (&Method::POST, "/v1/embeddings") => {
+            proxy::forward(shared, req, Endpoint::Embeddings, trace).await
+        }
         (method, path) => Err(ApiError::NotFound {
             method: method.to_string(),
             path: path.to_owned(),
@@ -84,14 +96,36 @@ async fn dispatch(shared: &Arc<Shared>, req: Request<Incoming>, trace: &mut Trac
     }
 }
 
+/// Counts a request in `hermes_inflight_requests` until its body is sent.
+struct Inflight(prometheus::IntGauge);
+
+impl Inflight {
+    fn new(shared: &Shared) -> Self {
+        shared.metrics.inflight.inc();
+        Inflight(shared.metrics.inflight.clone())
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 fn record(shared: &Shared, route: &str, resp: &Response<Body>, started: Instant, trace: &Trace) {
     let m = &shared.metrics;
     let status = resp.status();
-    m.requests.with_label_values(&[route, status.as_str()]).inc();
+    m.requests
+        .with_label_values(&[route, status.as_str()])
+        .inc();
     let elapsed = started.elapsed();
-    m.request_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    m.request_duration
+        .with_label_values(&[route])
+        .observe(elapsed.as_secs_f64());
     let overhead = elapsed.saturating_sub(trace.upstream_time);
-    m.overhead.with_label_values(&[route]).observe(overhead.as_secs_f64());
+    m.overhead
+        .with_label_values(&[route])
+        .observe(overhead.as_secs_f64());
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -106,15 +140,21 @@ fn request_id(headers: &HeaderMap) -> String {
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(body::full(serde_json::to_vec(value).unwrap_or_default()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// 200 while some route has an enabled target; 503 otherwise.
 fn ready(shared: &Shared) -> Response<Body> {
     let rt = shared.runtime.load();
-    let usable = rt.config.routes.iter().any(|r| route::resolve(&rt.config, &r.name).is_ok());
+    let usable = rt
+        .config
+        .routes
+        .iter()
+        .any(|r| route::resolve(&rt.config, &r.name).is_ok());
     if usable {
         json_response(StatusCode::OK, &json!({"status": "ready"}))
     } else {
@@ -138,7 +178,10 @@ fn models(shared: &Shared, headers: &HeaderMap) -> Result<Response<Body>, ApiErr
         })
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "hermes-proxy"}))
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({"object": "list", "data": data})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    ))
 }
 
 /// Adds the CORS headers when `origin` is allowed by `cors_origins`.
@@ -154,7 +197,10 @@ fn cors_headers(shared: &Shared, origin: &HeaderValue, headers: &mut HeaderMap) 
     };
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
     headers.insert(header::VARY, HeaderValue::from_static("origin"));
-    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
 }
 
 /// Browsers ask before a cross-origin POST with an Authorization header; the
@@ -163,12 +209,20 @@ fn preflight(req_headers: &HeaderMap) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
     let requested = req_headers
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .cloned()
-        .unwrap_or(HeaderValue::from_static("authorization, content-type, x-api-key"));
+        .unwrap_or(HeaderValue::from_static(
+            "authorization, content-type, x-api-key",
+        ));
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     resp
 }

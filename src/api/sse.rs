@@ -152,10 +152,15 @@ mod tests {
 
     #[tokio::test]
     async fn splits_events_and_comments_with_either_line_ending() {
-        let events = read_all(": OPENROUTER PROCESSING\n\ndata: {\"a\":1}\r\n\r\ndata: [DONE]\n\n").await;
+        let events =
+            read_all(": OPENROUTER PROCESSING\n\ndata: {\"a\":1}\r\n\r\ndata: [DONE]\n\n").await;
         assert_eq!(
             events,
-            vec![SseEvent::Comment, data_event("{\"a\":1}"), data_event("[DONE]")]
+            vec![
+                SseEvent::Comment,
+                data_event("{\"a\":1}"),
+                data_event("[DONE]")
+            ]
         );
     }
 

@@ -147,16 +147,23 @@ fn embeddings(model: &str, request: &Map<String, Value>) -> Value {
 
 /// A deterministic unit vector from the text, so equal inputs embed equally.
 fn pseudo_vector(text: &str) -> Vec<f32> {
-    let mut seed = text
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut seed = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let raw: Vec<f32> = (0..16)
         .map(|_| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) as f32 / u32::MAX as f32) - 0.25
         })
         .collect();
-    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = raw
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     raw.into_iter().map(|x| x / norm).collect()
 }
 
@@ -181,9 +188,16 @@ fn stream(
                 "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
             sse::data(&serde_json::to_vec(&v).unwrap_or_default())
         };
-        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
         let words: Vec<&str> = text.split_inclusive(' ').collect();
-        events.extend(words.iter().map(|w| chunk(json!({"content": w}), Value::Null)));
+        events.extend(
+            words
+                .iter()
+                .map(|w| chunk(json!({"content": w}), Value::Null)),
+        );
         events.push(chunk(json!({}), json!("stop")));
         if include_usage {
             let v = json!({"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": created,

@@ -118,24 +118,36 @@ async fn send(
     let internal = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
     let base = provider.base_url.as_deref().unwrap_or_default();
     let bytes = serde_json::to_vec(body).map_err(|e| internal(e.to_string()))?;
-    let accept = if stream { "text/event-stream" } else { "application/json" };
+    let accept = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(format!("{base}{}", endpoint.path()))
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::ACCEPT, accept);
     if let Some(key) = &provider.api_key {
-        let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
-            .map_err(|_| internal(format!("the API key of `{}` is not a valid header value", provider.name)))?;
+        let mut value =
+            HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                internal(format!(
+                    "the API key of `{}` is not a valid header value",
+                    provider.name
+                ))
+            })?;
         value.set_sensitive(true);
         req = req.header(header::AUTHORIZATION, value);
     }
     for (name, value) in &provider.headers {
         req = req.header(name.as_str(), value.as_str());
     }
-    let req = req
-        .body(body::full(bytes))
-        .map_err(|e| internal(format!("cannot build the request to `{}`: {e}", provider.name)))?;
+    let req = req.body(body::full(bytes)).map_err(|e| {
+        internal(format!(
+            "cannot build the request to `{}`: {e}",
+            provider.name
+        ))
+    })?;
     client.send(req).await.map_err(|e| match e {
         upstream::SendError::Connect(m) => UpstreamError::transport(ErrorKind::ConnectError, m),
         upstream::SendError::Other(m) => UpstreamError::transport(ErrorKind::ServerError, m),
@@ -166,7 +178,10 @@ async fn read_up_to(mut body: Body, limit: usize) -> (Bytes, Result<(), String>)
                 if let Ok(data) = frame.into_data() {
                     bytes.extend_from_slice(&data);
                     if bytes.len() > limit {
-                        return (bytes.freeze(), Err(format!("answer is larger than {limit} bytes")));
+                        return (
+                            bytes.freeze(),
+                            Err(format!("answer is larger than {limit} bytes")),
+                        );
                     }
                 }
             }
@@ -181,8 +196,12 @@ async fn read_json(resp: Response<Body>, endpoint: Endpoint) -> Result<Answer, U
     let (parts, body) = resp.into_parts();
     let (bytes, read) = read_up_to(body, JSON_BODY_LIMIT).await;
     read.map_err(|e| bad(format!("upstream answer broke off: {e}")))?;
-    let mut value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(format!("upstream answered {} with invalid JSON: {e}", parts.status)))?;
+    let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "upstream answered {} with invalid JSON: {e}",
+            parts.status
+        ))
+    })?;
     if let Some(err) = classify::error_in_body(&value, &parts.headers, SystemTime::now()) {
         return Err(err);
     }
@@ -215,7 +234,11 @@ async fn first_event(resp: Response<Body>) -> Result<Answer, UpstreamError> {
                     rest: Some(reader),
                 });
             }
-            Ok(None) => return Err(broke("upstream ended the stream before its first event".into())),
+            Ok(None) => {
+                return Err(broke(
+                    "upstream ended the stream before its first event".into(),
+                ))
+            }
             Err(e) => return Err(broke(format!("upstream stream broke: {e}"))),
         }
     }
@@ -245,4 +268,3 @@ pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamErr
     };
     Ok((bytes, usage))
 }
-

@@ -91,9 +91,13 @@ fn usage_in_place(v: &mut Value) -> bool {
     changed |= rename(u, "input_tokens", "prompt_tokens");
     changed |= rename(u, "output_tokens", "completion_tokens");
     let get = |u: &Map<String, Value>, k: &str| u.get(k).and_then(Value::as_u64);
-    let cached_elsewhere = ["cached_tokens", "cache_read_input_tokens", "prompt_cache_hit_tokens"]
-        .iter()
-        .find_map(|k| get(u, k));
+    let cached_elsewhere = [
+        "cached_tokens",
+        "cache_read_input_tokens",
+        "prompt_cache_hit_tokens",
+    ]
+    .iter()
+    .find_map(|k| get(u, k));
     if !u.contains_key("total_tokens") {
         let total = get(u, "prompt_tokens").unwrap_or(0) + get(u, "completion_tokens").unwrap_or(0);
         u.insert("total_tokens".into(), total.into());
@@ -164,13 +168,18 @@ mod tests {
         assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 10);
         assert_eq!(
             usage(&v),
-            Some(Usage { prompt: 19, completion: 13, cached: 10 })
+            Some(Usage {
+                prompt: 19,
+                completion: 13,
+                cached: 10
+            })
         );
     }
 
     #[test]
     fn converts_anthropic_usage_fields() {
-        let mut v = json!({"usage":{"input_tokens":5,"output_tokens":7,"cache_read_input_tokens":3}});
+        let mut v =
+            json!({"usage":{"input_tokens":5,"output_tokens":7,"cache_read_input_tokens":3}});
         assert!(completion(&mut v));
         assert_eq!(v["usage"]["prompt_tokens"], 5);
         assert_eq!(v["usage"]["completion_tokens"], 7);
@@ -180,7 +189,8 @@ mod tests {
 
     #[test]
     fn renames_reasoning_to_reasoning_content_in_messages_and_deltas() {
-        let mut msg = json!({"choices":[{"message":{"role":"assistant","content":"4","reasoning":"2+2"}}]});
+        let mut msg =
+            json!({"choices":[{"message":{"role":"assistant","content":"4","reasoning":"2+2"}}]});
         assert!(completion(&mut msg));
         assert_eq!(msg["choices"][0]["message"]["reasoning_content"], "2+2");
         assert!(msg["choices"][0]["message"].get("reasoning").is_none());

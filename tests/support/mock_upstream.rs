@@ -44,6 +44,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -289,6 +290,25 @@ struct Shared {
     gets: HashMap<String, Reply>,
     /// Every request received, in arrival order.
     requests: Vec<Recorded>,
+    /// SSE bodies being sent now; one drops when its stream ends or its
+    /// connection closes (how a test sees the proxy cancel an upstream).
+    open_streams: Arc<AtomicUsize>,
+}
+
+/// Counts an SSE body as open for as long as it lives.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        OpenStream(counter.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MockUpstream {
@@ -303,6 +323,7 @@ impl MockUpstream {
             default: Reply::chat("Hello from mock"),
             gets: HashMap::new(),
             requests: Vec::new(),
+            open_streams: Arc::new(AtomicUsize::new(0)),
         }));
         let server = tokio::spawn(accept_loop(listener, shared.clone()));
         MockUpstream {
@@ -349,6 +370,12 @@ impl MockUpstream {
     }
 
     /// How many requests were received so far (all methods).
+    /// SSE replies still being sent (their connection still open).
+    pub fn open_streams(&self) -> usize {
+        let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.open_streams.load(Ordering::SeqCst)
+    }
+
     pub fn request_count(&self) -> usize {
         self.lock().requests.len()
     }
@@ -429,8 +456,9 @@ async fn handle(
     let path = parts.uri.path().to_string();
     let is_post = parts.method == http::Method::POST;
 
-    let (reply, seq) = {
+    let (reply, seq, open) = {
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let open = s.open_streams.clone();
         s.requests.push(Recorded {
             method: parts.method.to_string(),
             path: path.clone(),
@@ -454,7 +482,7 @@ async fn handle(
                     "type": "invalid_request_error", "param": null, "code": "not_found"}}),
             )
         };
-        (reply, seq)
+        (reply, seq, open)
     };
 
     match reply {
@@ -464,7 +492,7 @@ async fn handle(
         }
         Reply::Respond(r) => {
             sleep_unless_zero(r.delay).await;
-            Ok(render(r, &body, seq))
+            Ok(render(r, &body, seq, &open))
         }
     }
 }
@@ -483,7 +511,7 @@ fn models_list() -> Value {
 
 /// Turn a reply into a response for the request whose JSON body is `req` (the
 /// `seq`-th request the mock saw, used in ids).
-fn render(r: Respond, req: &Value, seq: usize) -> Response<MockBody> {
+fn render(r: Respond, req: &Value, seq: usize, open: &Arc<AtomicUsize>) -> Response<MockBody> {
     let model = req
         .get("model")
         .and_then(Value::as_str)
@@ -521,7 +549,7 @@ fn render(r: Respond, req: &Value, seq: usize) -> Response<MockBody> {
             if let Some(n) = cut_after {
                 events.truncate(n);
             }
-            sse_body(events, gap, cut_after.is_some())
+            sse_body(events, gap, cut_after.is_some(), OpenStream::new(open))
         }
     };
     let mut replaced = Vec::new();
@@ -555,18 +583,20 @@ fn full(bytes: Bytes) -> MockBody {
 
 /// A body that sends `events` `gap` apart, then ends, or with `cut`, fails
 /// (which makes hyper drop the connection mid-body).
-fn sse_body(events: Vec<String>, gap: Duration, cut: bool) -> MockBody {
+fn sse_body(events: Vec<String>, gap: Duration, cut: bool, open: OpenStream) -> MockBody {
     struct St {
         events: VecDeque<String>,
         gap: Duration,
         cut: bool,
         first: bool,
+        _open: OpenStream,
     }
     let st = St {
         events: events.into(),
         gap,
         cut,
         first: true,
+        _open: open,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         if let Some(event) = st.events.pop_front() {

@@ -1,2 +1,3 @@
 #![allow(dead_code)]
 pub mod mock_upstream;
+pub mod proxy;

@@ -1,0 +1,9 @@
+//! Integration tests: a real proxy on a loopback port, real clients
+//! (async-openai, reqwest), and scripted mock upstreams speaking each
+//! provider's wire format.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod chat;
+mod streaming;

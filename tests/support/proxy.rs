@@ -1,0 +1,143 @@
+//! A real proxy instance for tests: the library's own server on 127.0.0.1:0,
+//! configured from a routes.toml string, stopped gracefully on `stop`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_openai::config::OpenAIConfig;
+use hermes_proxy::config;
+use hermes_proxy::server;
+use hermes_proxy::state::Shared;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts a proxy from routes.toml text; panics with every config error.
+    pub async fn start(toml: &str) -> Proxy {
+        Self::start_with_env(toml, &[]).await
+    }
+
+    /// As `start`, with the environment variables the config names.
+    pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Proxy {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let config = match config::parse(toml, "test.toml", &lookup) {
+            Ok(c) => c,
+            Err(errors) => panic!(
+                "test config is invalid:\n{}",
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Shared::new(config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(
+            listener,
+            shared.clone(),
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_secs(30),
+        ));
+        Proxy {
+            addr,
+            shared,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The OpenAI client a user would point at the proxy.
+    pub fn openai(&self, key: &str) -> async_openai::Client<OpenAIConfig> {
+        async_openai::Client::with_config(
+            OpenAIConfig::new()
+                .with_api_base(self.base_url())
+                .with_api_key(key),
+        )
+    }
+
+    pub fn metrics(&self) -> String {
+        String::from_utf8(self.shared.metrics.render()).unwrap()
+    }
+
+    /// Asks the server to stop and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A routes.toml with one OpenAI-wire provider per (name, base_url) and a
+/// route `main` over them in order; `extra` is appended verbatim.
+pub fn config_for(upstreams: &[(&str, &str)], extra: &str) -> String {
+    let mut toml = String::from("[defaults]\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"\n\n");
+    for (name, url) in upstreams {
+        toml.push_str(&format!(
+            "[providers.{name}]\nkind = \"openai\"\nbase_url = \"{url}\"\n\n"
+        ));
+    }
+    toml.push_str("[routes.main]\ntargets = [\n");
+    for (name, _) in upstreams {
+        toml.push_str(&format!(
+            "  {{ provider = \"{name}\", model = \"{name}-model\" }},\n"
+        ));
+    }
+    toml.push_str("]\n");
+    toml.push_str(extra);
+    toml
+}
+
+/// A plain HTTP client for what async-openai hides (headers, raw bodies).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// Reads a whole SSE body into its `data:` payloads (comments dropped).
+pub async fn sse_data(resp: reqwest::Response) -> Vec<String> {
+    let text = resp.text().await.unwrap();
+    text.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
