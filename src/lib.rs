@@ -4,7 +4,8 @@
 //! - [`server`]: accept loop, HTTP/1.1 + h2c, graceful shutdown
 //! - [`api`]: request id, CORS, dispatch by path, errors to responses, metrics
 //! - [`proxy`]: auth ([`auth`]), body limits and checks, routing ([`route`]), the deadline
-//! - [`failover`]: attempts over a route's targets, each reply classified once
+//! - [`failover`]: attempts over a route's targets in the [`balance`] strategy's
+//!   order, with [`cooldown`]s, backoff and proactive [`limits`]
 //! - [`provider`]: one attempt: OpenAI-wire or built-in mock upstream; error
 //!   classification ([`provider::classify`]) and normalization ([`provider::normalize`])
 //! - [`upstream`]: the pooled hyper client (rustls, HTTP/2 by ALPN)
@@ -15,11 +16,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod balance;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod cooldown;
 pub mod error;
 pub mod failover;
+pub mod limits;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;

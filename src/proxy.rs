@@ -56,7 +56,7 @@ pub async fn forward(
     let deadline = started + timeout;
     let outcome = tokio::time::timeout_at(
         deadline,
-        failover::run(shared, &rt, &resolved, body, endpoint),
+        failover::run(shared, &rt, &resolved, body, endpoint, deadline),
     )
     .await
     .map_err(|_| ApiError::Timeout(timeout))??;

@@ -1,7 +1,7 @@
 //! The route table: a client's `model` becomes an ordered list of candidate
 //! targets. Pure lookups over the config; no I/O.
 
-use crate::config::{Config, Provider};
+use crate::config::{Config, Provider, Strategy};
 use crate::error::ApiError;
 
 /// One place a request may be sent.
@@ -9,6 +9,8 @@ use crate::error::ApiError;
 pub struct Candidate<'a> {
     pub provider: &'a Provider,
     pub model: &'a str,
+    /// For the `weighted` strategy.
+    pub weight: u32,
 }
 
 #[derive(Debug)]
@@ -17,6 +19,7 @@ pub struct Resolved<'a> {
     pub label: String,
     /// Enabled targets, in the route's order.
     pub candidates: Vec<Candidate<'a>>,
+    pub strategy: Strategy,
 }
 
 /// `model` is a route name, or `provider/model` to address a provider directly
@@ -31,6 +34,7 @@ pub fn resolve<'a>(config: &'a Config, model: &'a str) -> Result<Resolved<'a>, A
                 provider.enabled.then_some(Candidate {
                     provider,
                     model: &t.model,
+                    weight: t.weight,
                 })
             })
             .collect();
@@ -42,6 +46,7 @@ pub fn resolve<'a>(config: &'a Config, model: &'a str) -> Result<Resolved<'a>, A
         return Ok(Resolved {
             label: route.name.clone(),
             candidates,
+            strategy: route.strategy,
         });
     }
     if let Some((provider_name, target_model)) = model.split_once('/') {
@@ -52,7 +57,9 @@ pub fn resolve<'a>(config: &'a Config, model: &'a str) -> Result<Resolved<'a>, A
                     candidates: vec![Candidate {
                         provider,
                         model: target_model,
+                        weight: 1,
                     }],
+                    strategy: Strategy::Fallback,
                 });
             }
         }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
+use crate::balance::Latencies;
 use crate::config::Config;
+use crate::cooldown::Cooldowns;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::upstream::Client;
 
@@ -24,10 +27,15 @@ impl Runtime {
     }
 }
 
+/// Lives as long as the process: what must survive a reload (pools,
+/// cooldowns, limiters, latency estimates) is here, not in `Runtime`.
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub client: Client,
     pub metrics: Metrics,
+    pub cooldowns: Cooldowns,
+    pub limits: Limits,
+    pub latencies: Latencies,
 }
 
 impl Shared {
@@ -37,6 +45,24 @@ impl Shared {
             runtime: ArcSwap::from_pointee(Runtime::new(config)),
             client,
             metrics: Metrics::new(),
+            cooldowns: Cooldowns::default(),
+            limits: Limits::default(),
+            latencies: Latencies::default(),
         })
+    }
+}
+
+impl Shared {
+    /// The metrics page. Gauges that describe state (cooldowns) are set from
+    /// that state here, so they can never be left stale.
+    pub fn render_metrics(&self) -> Vec<u8> {
+        let cooling = self
+            .cooldowns
+            .cooling_providers(tokio::time::Instant::now());
+        for p in &self.runtime.load().config.providers {
+            let v = i64::from(cooling.contains(&p.name));
+            self.metrics.cooldown.with_label_values(&[&p.name]).set(v);
+        }
+        self.metrics.render()
     }
 }

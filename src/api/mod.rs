@@ -72,7 +72,7 @@ async fn dispatch(
         (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         (&Method::GET, "/ready") => Ok(ready(shared)),
         (&Method::GET, "/metrics") => {
-            let mut resp = Response::new(body::full(shared.metrics.render()));
+            let mut resp = Response::new(body::full(shared.render_metrics()));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

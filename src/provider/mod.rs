@@ -64,6 +64,14 @@ enum Head {
     Stream(Answer),
 }
 
+/// A successful attempt.
+pub struct Success {
+    pub answer: Answer,
+    /// The upstream said its budget is spent (`x-ratelimit-remaining-*: 0`):
+    /// the target is busy this long, though this request got through.
+    pub busy_for: Option<Duration>,
+}
+
 /// One attempt against one provider. `body` already names the target's model.
 /// `first_byte_timeout` bounds the wait for the status line and, when
 /// streaming, the first event.
@@ -73,8 +81,9 @@ pub async fn call(
     endpoint: Endpoint,
     body: &Map<String, Value>,
     first_byte_timeout: Duration,
-) -> Result<Answer, UpstreamError> {
+) -> Result<Success, UpstreamError> {
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let mut busy_for = None;
     let head = async {
         let resp = match provider.kind {
             ProviderKind::Mock => mock::respond(&provider.mock, endpoint, body).await,
@@ -89,6 +98,7 @@ pub async fn call(
         if !resp.status().is_success() {
             return Err(read_error(resp).await);
         }
+        busy_for = classify::retry_hint(resp.headers(), "", SystemTime::now());
         if stream && is_event_stream(&resp) {
             return first_event(resp).await.map(Head::Stream);
         }
@@ -102,10 +112,11 @@ pub async fn call(
                 format!("no answer within first_byte_timeout ({first_byte_timeout:?})"),
             )
         })??;
-    match head {
-        Head::Stream(answer) => Ok(answer),
-        Head::Json(resp) => read_json(resp, endpoint).await,
-    }
+    let answer = match head {
+        Head::Stream(answer) => answer,
+        Head::Json(resp) => read_json(resp, endpoint).await?,
+    };
+    Ok(Success { answer, busy_for })
 }
 
 async fn send(

@@ -81,7 +81,7 @@ impl Proxy {
     }
 
     pub fn metrics(&self) -> String {
-        String::from_utf8(self.shared.metrics.render()).unwrap()
+        String::from_utf8(self.shared.render_metrics()).unwrap()
     }
 
     /// Asks the server to stop and waits until it has drained.

@@ -1,0 +1,211 @@
+//! Cooldowns shared by every request: a target (provider, model) that said
+//! "wait" or failed hard leaves the pool until its time is up.
+//!
+//! Kept in a plain map on tokio's clock rather than in a TTL cache: escalation
+//! needs the strike count to outlive the cooldown itself, and the tokio clock
+//! lets tests pause time. The map holds one entry per failing target and is
+//! pruned of long-forgotten ones on every insert.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A failed target's strikes are forgotten this long after its cooldown ended.
+const MEMORY: Duration = Duration::from_secs(600);
+/// Rate limits without a hint escalate up to this many times `cooldown`.
+const RATE_LIMIT_CAP_FACTOR: u32 = 16;
+/// Quota and auth failures: nothing changes until a human acts; start long.
+const EXHAUSTED_BASE: Duration = Duration::from_secs(300);
+const EXHAUSTED_CAP: Duration = Duration::from_secs(3600);
+
+/// Why a target is being cooled down, which sets how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// 429: the provider's hint if it gave one, else `cooldown`, doubling on
+    /// each repeat (capped).
+    RateLimited,
+    /// Quota, billing or auth: minutes, doubling on each repeat, up to an hour.
+    Exhausted,
+    /// Overloaded, unreachable, timing out or failing: `cooldown`, flat, so a
+    /// recovered server is used again soon.
+    Failing,
+}
+
+#[derive(Debug)]
+struct Entry {
+    until: Instant,
+    strikes: u32,
+    reason: Reason,
+}
+
+#[derive(Debug, Default)]
+pub struct Cooldowns {
+    entries: Mutex<HashMap<(String, String), Entry>>,
+}
+
+impl Cooldowns {
+    /// How long `provider`/`model` is still cooling down, and why, if it is.
+    pub fn remaining(
+        &self,
+        provider: &str,
+        model: &str,
+        now: Instant,
+    ) -> Option<(Duration, Reason)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.is_empty() {
+            return None; // the common case: no allocation for the key
+        }
+        let entry = entries.get(&(provider.to_owned(), model.to_owned()))?;
+        (entry.until > now).then(|| (entry.until - now, entry.reason))
+    }
+
+    /// Starts (or extends) a cooldown and returns its length.
+    pub fn cool(
+        &self,
+        provider: &str,
+        model: &str,
+        reason: Reason,
+        hint: Option<Duration>,
+        base: Duration,
+        now: Instant,
+    ) -> Duration {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, e| e.until + MEMORY > now);
+        let entry = entries
+            .entry((provider.to_owned(), model.to_owned()))
+            .or_insert(Entry {
+                until: now,
+                strikes: 0,
+                reason,
+            });
+        entry.strikes = entry.strikes.saturating_add(1);
+        let doubling = 1u32 << (entry.strikes - 1).min(16);
+        let length = match (reason, hint) {
+            (Reason::RateLimited, Some(hint)) => hint,
+            (Reason::RateLimited, None) => base * doubling.min(RATE_LIMIT_CAP_FACTOR),
+            (Reason::Exhausted, _) => (EXHAUSTED_BASE * doubling).min(EXHAUSTED_CAP),
+            (Reason::Failing, hint) => hint.unwrap_or(base),
+        };
+        if now + length >= entry.until {
+            entry.until = now + length;
+            entry.reason = reason;
+        }
+        entry.until - now
+    }
+
+    /// A success: the target is healthy and its strikes are forgotten.
+    pub fn clear(&self, provider: &str, model: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if !entries.is_empty() {
+            entries.remove(&(provider.to_owned(), model.to_owned()));
+        }
+    }
+
+    /// Providers with at least one target cooling down now (for the gauge).
+    pub fn cooling_providers(&self, now: Instant) -> HashSet<String> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .filter(|(_, e)| e.until > now)
+            .map(|((provider, _), _)| provider.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: Duration = Duration::from_secs(30);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_hint_sets_the_cooldown_and_it_expires() {
+        let c = Cooldowns::default();
+        let now = Instant::now();
+        let d = c.cool(
+            "kimi",
+            "k2",
+            Reason::RateLimited,
+            Some(Duration::from_secs(7)),
+            BASE,
+            now,
+        );
+        assert_eq!(d, Duration::from_secs(7));
+        assert_eq!(
+            c.remaining("kimi", "k2", now),
+            Some((Duration::from_secs(7), Reason::RateLimited))
+        );
+        assert_eq!(c.remaining("kimi", "other-model", now), None);
+        tokio::time::advance(Duration::from_secs(7)).await;
+        assert_eq!(c.remaining("kimi", "k2", Instant::now()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeated_rate_limits_without_hint_escalate_to_a_cap() {
+        let c = Cooldowns::default();
+        let mut lengths = vec![];
+        for _ in 0..7 {
+            let now = Instant::now();
+            lengths.push(
+                c.cool("p", "m", Reason::RateLimited, None, BASE, now)
+                    .as_secs(),
+            );
+            tokio::time::advance(Duration::from_secs(3600)).await; // let each one expire
+        }
+        // forgotten after MEMORY: the 3600 s gaps reset the strikes each time
+        assert_eq!(lengths, [30; 7]);
+
+        let c = Cooldowns::default();
+        let now = Instant::now();
+        let lengths: Vec<u64> = (0..7)
+            .map(|_| {
+                c.cool("p", "m", Reason::RateLimited, None, BASE, now)
+                    .as_secs()
+            })
+            .collect();
+        assert_eq!(lengths, [30, 60, 120, 240, 480, 480, 480]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_quota_cools_for_minutes_and_success_clears() {
+        let c = Cooldowns::default();
+        let now = Instant::now();
+        assert_eq!(
+            c.cool("p", "m", Reason::Exhausted, None, BASE, now),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            c.cool("p", "m", Reason::Exhausted, None, BASE, now),
+            Duration::from_secs(600)
+        );
+        assert!(c.cooling_providers(now).contains("p"));
+        c.clear("p", "m");
+        assert_eq!(c.remaining("p", "m", now), None);
+        assert_eq!(
+            c.cool("p", "m", Reason::Exhausted, None, BASE, now),
+            Duration::from_secs(300)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_new_cooldown_never_cuts_a_longer_one() {
+        let c = Cooldowns::default();
+        let now = Instant::now();
+        c.cool("p", "m", Reason::Exhausted, None, BASE, now);
+        let d = c.cool(
+            "p",
+            "m",
+            Reason::RateLimited,
+            Some(Duration::from_secs(1)),
+            BASE,
+            now,
+        );
+        assert_eq!(d, Duration::from_secs(300));
+        assert_eq!(
+            c.remaining("p", "m", now),
+            Some((Duration::from_secs(300), Reason::Exhausted))
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Proactive limits: a provider's configured `rpm` and `tpm`, so the proxy
+//! slows down before the provider has to say 429.
+//!
+//! GCRA limiters from governor, one pair per provider, kept across reloads
+//! while the provider's limits stay the same. Token use is estimated before
+//! sending (prompt size plus `max_tokens`) and topped up once the real usage
+//! is known; GCRA cannot hand back an over-estimate, so estimates err low.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{Map, Value};
+
+use crate::config::Provider;
+
+pub struct ProviderLimits {
+    rpm: Option<DefaultDirectRateLimiter>,
+    tpm: Option<DefaultDirectRateLimiter>,
+}
+
+impl ProviderLimits {
+    fn new(rpm: Option<u32>, tpm: Option<u64>) -> Self {
+        let per_minute = |n: u64| {
+            let n = NonZeroU32::new(n.min(u64::from(u32::MAX)) as u32)?;
+            Some(RateLimiter::direct(Quota::per_minute(n)))
+        };
+        ProviderLimits {
+            rpm: rpm.and_then(|n| per_minute(u64::from(n))),
+            tpm: tpm.and_then(per_minute),
+        }
+    }
+
+    /// Takes one request and `tokens` from the budget, or says how long until
+    /// there is room. A request larger than a whole minute's tokens can never
+    /// fit, so it is let through rather than refused forever.
+    pub fn acquire(&self, tokens: u32) -> Result<(), Duration> {
+        let clock = DefaultClock::default();
+        if let Some(rpm) = &self.rpm {
+            if let Err(not_until) = rpm.check() {
+                return Err(not_until.wait_time_from(clock.now()));
+            }
+        }
+        if let (Some(tpm), Some(n)) = (&self.tpm, NonZeroU32::new(tokens)) {
+            if let Ok(Err(not_until)) = tpm.check_n(n) {
+                return Err(not_until.wait_time_from(clock.now()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Charges tokens the estimate missed, once the real usage is known.
+    pub fn charge(&self, extra_tokens: u32) {
+        if let (Some(tpm), Some(n)) = (&self.tpm, NonZeroU32::new(extra_tokens)) {
+            let _ = tpm.check_n(n);
+        }
+    }
+
+    pub fn counts_tokens(&self) -> bool {
+        self.tpm.is_some()
+    }
+}
+
+/// Every provider's limiters, by name.
+#[derive(Default)]
+pub struct Limits {
+    by_provider: Mutex<HashMap<String, ((Option<u32>, Option<u64>), Arc<ProviderLimits>)>>,
+}
+
+impl Limits {
+    /// The provider's limiters, or None when it sets no limits. Limiters are
+    /// made on first use and replaced only when the configured numbers change.
+    pub fn get(&self, provider: &Provider) -> Option<Arc<ProviderLimits>> {
+        if provider.rpm.is_none() && provider.tpm.is_none() {
+            return None;
+        }
+        let settings = (provider.rpm, provider.tpm);
+        let mut map = self.by_provider.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&provider.name) {
+            Some((s, l)) if *s == settings => Some(l.clone()),
+            _ => {
+                let limits = Arc::new(ProviderLimits::new(provider.rpm, provider.tpm));
+                map.insert(provider.name.clone(), (settings, limits.clone()));
+                Some(limits)
+            }
+        }
+    }
+}
+
+/// A cheap, deliberately low token estimate: about four bytes of prompt per
+/// token, plus the output the request reserves.
+pub fn estimate_tokens(body: &Map<String, Value>) -> u32 {
+    let prompt_bytes: usize = ["messages", "prompt", "input"]
+        .iter()
+        .filter_map(|k| body.get(*k))
+        .map(json_size)
+        .sum();
+    let reserved = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .unwrap_or(0);
+    (prompt_bytes as u64 / 4 + reserved).min(u64::from(u32::MAX)) as u32
+}
+
+/// Approximate serialized size without serializing.
+fn json_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => a.iter().map(json_size).sum::<usize>() + a.len() + 1,
+        Value::Object(o) => {
+            o.iter()
+                .map(|(k, v)| k.len() + 3 + json_size(v))
+                .sum::<usize>()
+                + 1
+        }
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rpm_admits_its_burst_then_asks_to_wait() {
+        let limits = ProviderLimits::new(Some(3), None);
+        for _ in 0..3 {
+            assert!(limits.acquire(0).is_ok());
+        }
+        let wait = limits.acquire(0).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn tpm_counts_estimated_tokens() {
+        let limits = ProviderLimits::new(None, Some(1000));
+        assert!(limits.acquire(600).is_ok());
+        assert!(limits.acquire(600).is_err());
+        // bigger than a whole minute's budget: let through, never stuck
+        assert!(ProviderLimits::new(None, Some(100)).acquire(5000).is_ok());
+    }
+
+    #[test]
+    fn estimate_counts_prompt_and_reserved_output() {
+        let body =
+            json!({"messages": [{"role": "user", "content": "x".repeat(400)}], "max_tokens": 100});
+        let est = estimate_tokens(body.as_object().unwrap());
+        assert!((200..230).contains(&est), "{est}");
+    }
+}
