@@ -24,9 +24,13 @@ pub struct ProviderLimits {
 
 impl ProviderLimits {
     fn new(rpm: Option<u32>, tpm: Option<u64>) -> Self {
+        // A burst of a whole minute's budget at once would trip providers
+        // that enforce their per-minute limits over shorter windows: allow
+        // ten seconds' worth.
         let per_minute = |n: u64| {
             let n = NonZeroU32::new(n.min(u64::from(u32::MAX)) as u32)?;
-            Some(RateLimiter::direct(Quota::per_minute(n)))
+            let burst = NonZeroU32::new(n.get() / 6).unwrap_or(NonZeroU32::MIN);
+            Some(RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)))
         };
         ProviderLimits {
             rpm: rpm.and_then(|n| per_minute(u64::from(n))),
@@ -35,7 +39,7 @@ impl ProviderLimits {
     }
 
     /// Takes one request and `tokens` from the budget, or says how long until
-    /// there is room. A request larger than a whole minute's tokens can never
+    /// there is room. A request larger than the whole token burst can never
     /// fit, so it is let through rather than refused forever.
     pub fn acquire(&self, tokens: u32) -> Result<(), Duration> {
         let clock = DefaultClock::default();
@@ -126,25 +130,29 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn rpm_admits_its_burst_then_asks_to_wait() {
-        let limits = ProviderLimits::new(Some(3), None);
-        for _ in 0..3 {
+    fn rpm_admits_ten_seconds_worth_then_asks_to_wait() {
+        let limits = ProviderLimits::new(Some(60), None);
+        for _ in 0..10 {
             assert!(limits.acquire(0).is_ok());
         }
         let wait = limits.acquire(0).unwrap_err();
         assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(20),
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
             "{wait:?}"
         );
+        // a tiny limit still admits one request
+        let tiny = ProviderLimits::new(Some(3), None);
+        assert!(tiny.acquire(0).is_ok());
+        assert!(tiny.acquire(0).unwrap_err() <= Duration::from_secs(20));
     }
 
     #[test]
     fn tpm_counts_estimated_tokens() {
-        let limits = ProviderLimits::new(None, Some(1000));
+        let limits = ProviderLimits::new(None, Some(6000)); // a 1000-token burst
         assert!(limits.acquire(600).is_ok());
         assert!(limits.acquire(600).is_err());
-        // bigger than a whole minute's budget: let through, never stuck
-        assert!(ProviderLimits::new(None, Some(100)).acquire(5000).is_ok());
+        // bigger than the whole burst: let through, never stuck
+        assert!(ProviderLimits::new(None, Some(600)).acquire(5000).is_ok());
     }
 
     #[test]

@@ -6,4 +6,5 @@
 mod support;
 
 mod chat;
+mod failover;
 mod streaming;

@@ -418,6 +418,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Mutex<Shared>>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // Small replies written in pieces must not wait on Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
         while conns.try_join_next().is_some() {}
         let shared = shared.clone();
         conns.spawn(async move {

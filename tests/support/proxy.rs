@@ -124,8 +124,18 @@ pub fn config_for(upstreams: &[(&str, &str)], extra: &str) -> String {
 }
 
 /// A plain HTTP client for what async-openai hides (headers, raw bodies).
+/// Built once (building one costs tens of milliseconds) and without idle
+/// connections, which would outlive the test runtime that opened them.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().build().unwrap()
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap()
+        })
+        .clone()
 }
 
 /// Reads a whole SSE body into its `data:` payloads (comments dropped).
