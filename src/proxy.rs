@@ -15,7 +15,7 @@ use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::failover::{self, Outcome};
 use crate::provider::{Answer, Endpoint};
-use crate::relay::{self, Relay};
+use crate::relay::{self, Relay, Resume};
 use crate::route;
 use crate::state::Shared;
 
@@ -52,6 +52,10 @@ pub async fn forward(
         }
     }
 
+    let resume = (endpoint == Endpoint::Chat
+        && body.get("stream").and_then(Value::as_bool) == Some(true)
+        && rt.config.route(&resolved.label).is_some_and(|r| r.resume))
+    .then(|| Resume::new(rt.clone(), resolved.label.clone(), body.clone()));
     let timeout = rt.config.defaults.request_timeout;
     let deadline = started + timeout;
     let outcome = tokio::time::timeout_at(
@@ -90,6 +94,7 @@ pub async fn forward(
                 provider,
                 deadline,
                 timeout,
+                resume,
             };
             let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
             resp.headers_mut()

@@ -3,24 +3,38 @@
 //! error chunk if the upstream broke, cut out or ran past the deadline; a
 //! client that goes away cancels the upstream request (dropping its body
 //! closes the connection).
+//!
+//! On a route with `resume = true`, a text answer that breaks is continued
+//! on the route's next target instead: it is given the partial answer as an
+//! assistant message and asked to go on, and its stream is spliced in, so
+//! the client sees one stream.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::api::sse::{self, SseEvent, SseReader};
 use crate::body::{self, Body};
 use crate::error::ApiError;
+use crate::failover;
 use crate::provider::classify::{ErrorKind, UpstreamError};
-use crate::provider::normalize_event;
-use crate::state::Shared;
+use crate::provider::{normalize_event, Answer, Endpoint};
+use crate::route;
+use crate::state::{Runtime, Shared};
 
 /// Silence longer than this gets a `: keep-alive` comment, so proxies and
 /// browsers between us and the client do not time the stream out.
 pub const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
+
+/// How many times one stream may be continued elsewhere.
+const MAX_RESUMES: u32 = 2;
+
+const CONTINUE_PROMPT: &str = "Your previous answer was cut off mid-way. Continue it exactly where it stopped: \
+do not repeat anything already written and do not comment on the interruption.";
 
 pub struct Relay {
     pub shared: Arc<Shared>,
@@ -28,12 +42,57 @@ pub struct Relay {
     pub deadline: Instant,
     /// The configured `request_timeout`, for the message when `deadline` passes.
     pub timeout: Duration,
+    pub resume: Option<Resume>,
+}
+
+/// What continuing a broken stream needs: the request as the client sent it
+/// and the answer so far.
+pub struct Resume {
+    pub runtime: Arc<Runtime>,
+    pub route: String,
+    pub request: Map<String, Value>,
+    text: String,
+    /// False once the answer carries tool calls: those cannot be spliced.
+    text_only: bool,
+    resumes: u32,
+}
+
+impl Resume {
+    pub fn new(runtime: Arc<Runtime>, route: String, request: Map<String, Value>) -> Self {
+        Resume {
+            runtime,
+            route,
+            request,
+            text: String::new(),
+            text_only: true,
+            resumes: 0,
+        }
+    }
+
+    fn observe(&mut self, event: &[u8]) {
+        let Some(json) = event.strip_prefix(b"data: ") else {
+            return;
+        };
+        let Ok(chunk) = serde_json::from_slice::<Value>(json) else {
+            return;
+        };
+        let delta = &chunk["choices"][0]["delta"];
+        if let Some(text) = delta["content"].as_str() {
+            self.text.push_str(text);
+        }
+        if delta.get("tool_calls").is_some_and(|t| !t.is_null()) {
+            self.text_only = false;
+        }
+    }
 }
 
 /// Starts relaying and returns the client's body at once.
-pub fn start(relay: Relay, first: Bytes, rest: Option<SseReader>) -> Body {
+pub fn start(mut relay: Relay, first: Bytes, rest: Option<SseReader>) -> Body {
     let (tx, body) = body::channel(16);
     tokio::spawn(async move {
+        if let Some(resume) = &mut relay.resume {
+            resume.observe(&first);
+        }
         if tx.send(first).await.is_err() {
             return;
         }
@@ -45,33 +104,40 @@ pub fn start(relay: Relay, first: Bytes, rest: Option<SseReader>) -> Body {
 }
 
 impl Relay {
-    async fn run(&self, mut reader: SseReader, tx: &mpsc::Sender<Bytes>) {
+    async fn run(&mut self, mut reader: SseReader, tx: &mpsc::Sender<Bytes>) {
+        loop {
+            let Some(err) = self.pump(&mut reader, tx).await else {
+                return;
+            };
+            match self.continue_elsewhere(&err, tx).await {
+                Some(Some(next)) => reader = next,
+                Some(None) => return, // the continuation came whole
+                None => return self.fail(tx, err).await,
+            }
+        }
+    }
+
+    /// Relays until the stream ends (`None`) or breaks (`Some(why)`).
+    async fn pump(&mut self, reader: &mut SseReader, tx: &mpsc::Sender<Bytes>) -> Option<UpstreamError> {
         loop {
             let next = tokio::select! {
-                _ = tx.closed() => return, // client went away: drop the upstream
+                _ = tx.closed() => return None, // client went away: drop the upstream
                 _ = tokio::time::sleep_until(self.deadline) => {
-                    let err = ApiError::Timeout(self.timeout);
-                    return finish_with_error(tx, &err.to_json()).await;
+                    finish_with_error(tx, &ApiError::Timeout(self.timeout).to_json()).await;
+                    return None;
                 }
                 next = tokio::time::timeout(KEEP_ALIVE_EVERY, reader.next()) => next,
             };
             let event = match next {
                 Err(_silence) => {
                     if tx.send(Bytes::from_static(sse::KEEP_ALIVE)).await.is_err() {
-                        return;
+                        return None;
                     }
                     continue;
                 }
                 Ok(Ok(Some(event))) => event,
-                Ok(Ok(None)) => {
-                    let err = broken("the upstream stream ended before [DONE]");
-                    return self.fail(tx, err).await;
-                }
-                Ok(Err(e)) => {
-                    return self
-                        .fail(tx, broken(&format!("the upstream stream broke: {e}")))
-                        .await
-                }
+                Ok(Ok(None)) => return Some(broken("the upstream stream ended before [DONE]")),
+                Ok(Err(e)) => return Some(broken(&format!("the upstream stream broke: {e}"))),
             };
             let data = match event {
                 SseEvent::Comment => continue, // upstream keep-alives are not data
@@ -79,20 +145,65 @@ impl Relay {
             };
             if data == "[DONE]" {
                 let _ = tx.send(Bytes::from_static(sse::DONE)).await;
-                return;
+                return None;
             }
             match normalize_event(&data) {
                 Ok((bytes, usage)) => {
                     if let Some(usage) = usage {
                         self.shared.metrics.record_usage(&self.provider, usage);
                     }
+                    if let Some(resume) = &mut self.resume {
+                        resume.observe(&bytes);
+                    }
                     if tx.send(bytes).await.is_err() {
-                        return;
+                        return None;
                     }
                 }
-                Err(err) => return self.fail(tx, err).await,
+                Err(err) => return Some(err),
             }
         }
+    }
+
+    /// With `resume = true`: asks the route's other targets to finish the
+    /// answer, sends their first event, and returns the rest of their stream
+    /// (`Some(None)` when that first event was the end). `None`: no resume.
+    async fn continue_elsewhere(
+        &mut self,
+        err: &UpstreamError,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Option<Option<SseReader>> {
+        let resume = self.resume.as_mut()?;
+        if !resume.text_only || resume.resumes >= MAX_RESUMES {
+            return None;
+        }
+        resume.resumes += 1;
+        tracing::warn!(provider = %self.provider, "stream broke ({}); resuming on the next target", err.message);
+        let mut request = resume.request.clone();
+        if let Some(Value::Array(messages)) = request.get_mut("messages") {
+            messages.push(json!({"role": "assistant", "content": resume.text}));
+            messages.push(json!({"role": "user", "content": CONTINUE_PROMPT}));
+        }
+        let rt = resume.runtime.clone();
+        let mut resolved = route::resolve(&rt.config, &resume.route).ok()?;
+        resolved.candidates.retain(|c| c.provider.name != self.provider);
+        if resolved.candidates.is_empty() {
+            return None;
+        }
+        let outcome = failover::run(&self.shared, &rt, &resolved, request, Endpoint::Chat, self.deadline)
+            .await
+            .ok()?;
+        let Answer::Stream { first, rest } = outcome.answer else {
+            return None;
+        };
+        self.shared
+            .metrics
+            .fallbacks
+            .with_label_values(&[&resume.route, &self.provider, &outcome.provider])
+            .inc();
+        self.provider = outcome.provider;
+        resume.observe(&first);
+        tx.send(first).await.ok()?;
+        Some(rest)
     }
 
     async fn fail(&self, tx: &mpsc::Sender<Bytes>, err: UpstreamError) {

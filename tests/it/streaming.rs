@@ -197,3 +197,54 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+fn resume_config(primary: &MockUpstream, fallback: &MockUpstream) -> String {
+    config_for(&[("primary", &primary.base_url()), ("fallback", &fallback.base_url())], "")
+        .replace("[routes.main]\n", "[routes.main]\nresume = true\n")
+}
+
+fn content_of(data: &[String]) -> String {
+    data.iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn resume_continues_a_broken_text_stream_on_the_next_target() {
+    let primary = MockUpstream::start().await;
+    primary.push(Reply::stream_text("The quick brown fox jumps").cut_after(3));
+    let fallback = MockUpstream::start().await;
+    fallback.push(Reply::stream_text(" fox jumps over the lazy dog."));
+    let proxy = Proxy::start(&resume_config(&primary, &fallback)).await;
+
+    let resp = stream(&proxy, &chat_body(false)).await;
+    assert_eq!(resp.headers()["x-hermes-provider"], "primary");
+    let data = sse_data(resp).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    assert!(data.iter().all(|d| !d.contains("\"error\"")), "{data:?}");
+    assert_eq!(content_of(&data), "The quick brown fox jumps over the lazy dog.");
+
+    let sent = &fallback.requests()[0].body["messages"];
+    let n = sent.as_array().unwrap().len();
+    assert_eq!(sent[n - 2], json!({"role": "assistant", "content": "The quick brown"}));
+    assert_eq!(sent[n - 1]["role"], "user");
+    assert!(proxy.metrics().contains("hermes_fallbacks_total{from=\"primary\",route=\"main\",to=\"fallback\"} 1"));
+}
+
+#[tokio::test]
+async fn resume_does_not_splice_a_broken_tool_call() {
+    let primary = MockUpstream::start().await;
+    primary.push(
+        Reply::sse(vec![
+            data_event(&json!({"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": ""}}]}}]})),
+            data_event(&json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"pa"}}]}}]})),
+        ])
+        .cut_after(2),
+    );
+    let fallback = MockUpstream::start().await;
+    let proxy = Proxy::start(&resume_config(&primary, &fallback)).await;
+    let data = sse_data(stream(&proxy, &chat_body(false)).await).await;
+    assert!(data[data.len() - 2].contains("\"error\""), "{data:?}");
+    assert_eq!(fallback.request_count(), 0);
+}
