@@ -7,4 +7,5 @@ mod support;
 
 mod chat;
 mod failover;
+mod load;
 mod streaming;
