@@ -47,6 +47,8 @@ pub struct Outcome {
     /// Time spent waiting on upstreams and backoffs, so the proxy's own
     /// overhead can be told apart.
     pub upstream_time: Duration,
+    /// Tokens charged to the provider's `tpm` before sending (0 without one).
+    pub estimated_tokens: u32,
 }
 
 /// What the loop has learned so far, for the final error.
@@ -206,6 +208,7 @@ pub async fn run(
                     model: candidate.model.to_owned(),
                     attempts,
                     upstream_time,
+                    estimated_tokens: tokens.unwrap_or(0),
                 });
             }
             Err(err) => err,

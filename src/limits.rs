@@ -57,7 +57,7 @@ impl ProviderLimits {
     }
 
     /// Charges tokens the estimate missed, once the real usage is known.
-    pub fn charge(&self, extra_tokens: u32) {
+    fn charge(&self, extra_tokens: u32) {
         if let (Some(tpm), Some(n)) = (&self.tpm, NonZeroU32::new(extra_tokens)) {
             let _ = tpm.check_n(n);
         }
@@ -90,6 +90,16 @@ impl Limits {
                 map.insert(provider.name.clone(), (settings, limits.clone()));
                 Some(limits)
             }
+        }
+    }
+}
+
+impl Limits {
+    /// Charges `provider`'s token budget for tokens its estimate missed.
+    pub fn charge(&self, provider: &str, extra_tokens: u32) {
+        let map = self.by_provider.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, limits)) = map.get(provider) {
+            limits.charge(extra_tokens);
         }
     }
 }

@@ -74,12 +74,15 @@ pub async fn forward(
         ("x-hermes-attempts", outcome.attempts.to_string()),
     ];
     let Outcome {
-        answer, provider, ..
+        answer,
+        provider,
+        estimated_tokens,
+        ..
     } = outcome;
     let mut resp = match answer {
         Answer::Json { body, usage } => {
             if let Some(usage) = usage {
-                shared.metrics.record_usage(&provider, usage);
+                shared.account(&provider, estimated_tokens, usage);
             }
             respond(body::full(body), "application/json")
         }
@@ -92,6 +95,7 @@ pub async fn forward(
             let relay = Relay {
                 shared: shared.clone(),
                 provider,
+                estimated_tokens,
                 deadline,
                 timeout,
                 resume,

@@ -39,6 +39,8 @@ do not repeat anything already written and do not comment on the interruption.";
 pub struct Relay {
     pub shared: Arc<Shared>,
     pub provider: String,
+    /// Tokens the attempt charged to the provider's `tpm` before sending.
+    pub estimated_tokens: u32,
     pub deadline: Instant,
     /// The configured `request_timeout`, for the message when `deadline` passes.
     pub timeout: Duration,
@@ -150,7 +152,7 @@ impl Relay {
             match normalize_event(&data) {
                 Ok((bytes, usage)) => {
                     if let Some(usage) = usage {
-                        self.shared.metrics.record_usage(&self.provider, usage);
+                        self.shared.account(&self.provider, self.estimated_tokens, usage);
                     }
                     if let Some(resume) = &mut self.resume {
                         resume.observe(&bytes);
@@ -201,6 +203,7 @@ impl Relay {
             .with_label_values(&[&resume.route, &self.provider, &outcome.provider])
             .inc();
         self.provider = outcome.provider;
+        self.estimated_tokens = outcome.estimated_tokens;
         resume.observe(&first);
         tx.send(first).await.ok()?;
         Some(rest)

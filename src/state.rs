@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::cooldown::Cooldowns;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::provider::normalize::Usage;
 use crate::upstream::Client;
 
 /// Everything derived from one config. A request loads it once and keeps it
@@ -64,5 +65,17 @@ impl Shared {
             self.metrics.cooldown.with_label_values(&[&p.name]).set(v);
         }
         self.metrics.render()
+    }
+}
+
+impl Shared {
+    /// An answer's real token usage: counted in metrics, and charged to the
+    /// provider's `tpm` budget where it exceeded the estimate made before sending.
+    pub fn account(&self, provider: &str, estimated: u32, usage: Usage) {
+        self.metrics.record_usage(provider, usage);
+        let actual = usage.prompt + usage.completion;
+        if let Some(extra) = actual.checked_sub(u64::from(estimated)).filter(|n| *n > 0) {
+            self.limits.charge(provider, extra.min(u64::from(u32::MAX)) as u32);
+        }
     }
 }
