@@ -6,4 +6,5 @@
 mod support;
 
 mod chat;
+mod errors;
 mod streaming;
