@@ -7,4 +7,5 @@ mod support;
 
 mod chat;
 mod errors;
+mod server;
 mod streaming;
