@@ -6,6 +6,8 @@
 mod support;
 
 mod chat;
+mod errors;
 mod failover;
 mod load;
+mod server;
 mod streaming;
