@@ -35,6 +35,14 @@ impl Principal<'_> {
         self.routes
             .is_none_or(|routes| routes.iter().any(|r| r == "*" || r == label))
     }
+
+    /// Whether a model id as listed (`route` or `provider/model`) is usable.
+    pub fn may_see(&self, model_id: &str) -> bool {
+        match model_id.split_once('/') {
+            Some((provider, _)) => self.may_use(&format!("{provider}/*")),
+            None => self.may_use(model_id),
+        }
+    }
 }
 
 impl Auth {

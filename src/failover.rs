@@ -261,13 +261,25 @@ pub async fn run(
                 continue;
             }
         };
-        if err.kind != ErrorKind::RateLimited {
-            failures.only_rate_limits = false;
+        if err.kind == ErrorKind::RateLimited {
+            failures.rate_limited(err.retry_after.unwrap_or(wait));
         } else {
-            failures.rate_limited(wait);
+            failures.only_rate_limits = false;
         }
         if attempts >= defaults.max_attempts || Instant::now() + wait >= deadline {
-            break; // the wait would not fit: report what happened instead of a timeout
+            // Out of attempts or time: report what happened instead of a
+            // timeout, and let the next requests skip a target that said wait.
+            if err.kind == ErrorKind::RateLimited {
+                shared.cooldowns.cool(
+                    provider,
+                    candidate.model,
+                    Reason::RateLimited,
+                    err.retry_after,
+                    defaults.cooldown,
+                    Instant::now(),
+                );
+            }
+            break;
         }
         metrics
             .retries

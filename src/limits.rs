@@ -68,10 +68,13 @@ impl ProviderLimits {
     }
 }
 
+/// A provider's (rpm, tpm): its limiters are replaced only when these change.
+type Settings = (Option<u32>, Option<u64>);
+
 /// Every provider's limiters, by name.
 #[derive(Default)]
 pub struct Limits {
-    by_provider: Mutex<HashMap<String, ((Option<u32>, Option<u64>), Arc<ProviderLimits>)>>,
+    by_provider: Mutex<HashMap<String, (Settings, Arc<ProviderLimits>)>>,
 }
 
 impl Limits {

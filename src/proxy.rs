@@ -44,7 +44,14 @@ pub async fn forward(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let resolved = route::resolve(&rt.config, &model)?;
+    let resolved = route::resolve(&rt.config, &model).map_err(|e| match (e, principal) {
+        // A restricted key is not told about models it may not use.
+        (ApiError::ModelNotFound { model, available }, Some(p)) => ApiError::ModelNotFound {
+            model,
+            available: available.into_iter().filter(|id| p.may_see(id)).collect(),
+        },
+        (e, _) => e,
+    })?;
     trace.route = Some(resolved.label.clone());
     if let Some(p) = principal {
         if !p.may_use(&resolved.label) {

@@ -33,7 +33,8 @@ pub const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
 /// How many times one stream may be continued elsewhere.
 const MAX_RESUMES: u32 = 2;
 
-const CONTINUE_PROMPT: &str = "Your previous answer was cut off mid-way. Continue it exactly where it stopped: \
+const CONTINUE_PROMPT: &str =
+    "Your previous answer was cut off mid-way. Continue it exactly where it stopped: \
 do not repeat anything already written and do not comment on the interruption.";
 
 pub struct Relay {
@@ -120,7 +121,11 @@ impl Relay {
     }
 
     /// Relays until the stream ends (`None`) or breaks (`Some(why)`).
-    async fn pump(&mut self, reader: &mut SseReader, tx: &mpsc::Sender<Bytes>) -> Option<UpstreamError> {
+    async fn pump(
+        &mut self,
+        reader: &mut SseReader,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Option<UpstreamError> {
         loop {
             let next = tokio::select! {
                 _ = tx.closed() => return None, // client went away: drop the upstream
@@ -152,7 +157,8 @@ impl Relay {
             match normalize_event(&data) {
                 Ok((bytes, usage)) => {
                     if let Some(usage) = usage {
-                        self.shared.account(&self.provider, self.estimated_tokens, usage);
+                        self.shared
+                            .account(&self.provider, self.estimated_tokens, usage);
                     }
                     if let Some(resume) = &mut self.resume {
                         resume.observe(&bytes);
@@ -187,13 +193,22 @@ impl Relay {
         }
         let rt = resume.runtime.clone();
         let mut resolved = route::resolve(&rt.config, &resume.route).ok()?;
-        resolved.candidates.retain(|c| c.provider.name != self.provider);
+        resolved
+            .candidates
+            .retain(|c| c.provider.name != self.provider);
         if resolved.candidates.is_empty() {
             return None;
         }
-        let outcome = failover::run(&self.shared, &rt, &resolved, request, Endpoint::Chat, self.deadline)
-            .await
-            .ok()?;
+        let outcome = failover::run(
+            &self.shared,
+            &rt,
+            &resolved,
+            request,
+            Endpoint::Chat,
+            self.deadline,
+        )
+        .await
+        .ok()?;
         let Answer::Stream { first, rest } = outcome.answer else {
             return None;
         };

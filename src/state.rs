@@ -75,7 +75,8 @@ impl Shared {
         self.metrics.record_usage(provider, usage);
         let actual = usage.prompt + usage.completion;
         if let Some(extra) = actual.checked_sub(u64::from(estimated)).filter(|n| *n > 0) {
-            self.limits.charge(provider, extra.min(u64::from(u32::MAX)) as u32);
+            self.limits
+                .charge(provider, extra.min(u64::from(u32::MAX)) as u32);
         }
     }
 }

@@ -170,12 +170,7 @@ fn models(shared: &Shared, headers: &HeaderMap) -> Result<Response<Body>, ApiErr
     let principal = rt.auth.check(headers)?;
     let data: Vec<_> = route::available_models(&rt.config)
         .into_iter()
-        .filter(|id| {
-            principal.is_none_or(|p| match id.split_once('/') {
-                Some((provider, _)) => p.may_use(&format!("{provider}/*")),
-                None => p.may_use(id),
-            })
-        })
+        .filter(|id| principal.is_none_or(|p| p.may_see(id)))
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "hermes-proxy"}))
         .collect();
     Ok(json_response(

@@ -104,19 +104,40 @@ pub async fn call(
         }
         Ok(Head::Json(resp))
     };
-    let head = tokio::time::timeout(first_byte_timeout, head)
-        .await
-        .map_err(|_| {
-            UpstreamError::transport(
-                ErrorKind::Timeout,
-                format!("no answer within first_byte_timeout ({first_byte_timeout:?})"),
-            )
-        })??;
-    let answer = match head {
-        Head::Stream(answer) => answer,
-        Head::Json(resp) => read_json(resp, endpoint).await?,
+    let answer = async {
+        let head = tokio::time::timeout(first_byte_timeout, head)
+            .await
+            .map_err(|_| {
+                UpstreamError::transport(
+                    ErrorKind::Timeout,
+                    format!("no answer within first_byte_timeout ({first_byte_timeout:?})"),
+                )
+            })??;
+        match head {
+            Head::Stream(answer) => Ok(answer),
+            Head::Json(resp) => read_json(resp, endpoint).await,
+        }
     };
-    Ok(Success { answer, busy_for })
+    match answer.await {
+        Ok(answer) => Ok(Success { answer, busy_for }),
+        Err(err) => Err(scrub(err, provider)),
+    }
+}
+
+/// Upstreams sometimes echo the key they rejected; whatever its format, the
+/// configured key never travels on in a message.
+fn scrub(mut err: UpstreamError, provider: &Provider) -> UpstreamError {
+    if let Some(key) = provider
+        .api_key
+        .as_ref()
+        .map(|k| k.expose())
+        .filter(|k| !k.is_empty())
+    {
+        if err.message.contains(key) {
+            err.message = err.message.replace(key, "***");
+        }
+    }
+    err
 }
 
 async fn send(

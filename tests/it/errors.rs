@@ -328,6 +328,15 @@ async fn a_route_outside_the_keys_allowlist_is_403() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["main"]);
+
+    // Nor does a 404 tell a restricted key about routes it may not use.
+    let unknown =
+        ErrorReply::read(post_json(&proxy, Some("sk-team-a"), &chat("gpt-9")).await).await;
+    let message = unknown.expect(404, "model_not_found");
+    assert!(
+        message.contains("main") && !message.contains("premium"),
+        "{message}"
+    );
 }
 
 // ----- 404 model_not_found, unknown path -----
@@ -507,7 +516,7 @@ async fn a_key_over_its_rpm_is_429_with_retry_after() {
     assert_eq!(other.status(), 200);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_target_rate_limited_is_429_with_the_soonest_retry_after() {
     let slow = MockUpstream::start().await;
     slow.set_default(
@@ -542,7 +551,7 @@ async fn every_target_rate_limited_is_429_with_the_soonest_retry_after() {
     assert!(slow.request_count() >= 1 && soon.request_count() >= 1 && kimi.request_count() >= 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn retry_after_is_the_soonest_hint_not_the_first_one() {
     let later = MockUpstream::start().await;
     later.set_default(
@@ -766,4 +775,25 @@ async fn a_request_past_request_timeout_is_504() {
     assert!(proxy
         .metrics()
         .contains("hermes_requests_total{route=\"main\",status=\"504\"} 2"));
+}
+
+#[tokio::test]
+async fn an_upstream_echoing_any_kind_of_key_does_not_leak_it_to_the_client() {
+    const KEY: &str = "gsk_live0123456789abcdefSECRET";
+    let up = MockUpstream::start().await;
+    up.set_default(Reply::json(
+        401,
+        json!({"error": {"message": format!("Invalid API Key: {KEY}"), "type": "invalid_request_error", "code": "invalid_api_key"}}),
+    ));
+    let toml = format!(
+        "[providers.groq]\nkind = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"GROQ_KEY\"\n\n\
+         [routes.main]\ntargets = [{{ provider = \"groq\", model = \"llama\" }}]\n",
+        up.base_url()
+    );
+    let proxy = Proxy::start_with_env(&toml, &[("GROQ_KEY", KEY)]).await;
+    let resp = post_json(&proxy, None, &chat("main")).await;
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("groq") && text.contains("401"), "{text}");
+    assert!(!text.contains("SECRET"), "the provider key leaked: {text}");
 }

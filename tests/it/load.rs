@@ -24,8 +24,17 @@ async fn under_load_half_429s_on_the_primary_never_reach_a_client() {
     }
     let fallback = MockUpstream::start().await;
     const RPM: usize = 1200; // 20 per second, bursts of 200
-    let toml = config_for(&[("primary", &primary.base_url()), ("fallback", &fallback.base_url())], "")
-        .replace("[providers.primary]\nkind = \"openai\"\n", &format!("[providers.primary]\nkind = \"openai\"\nrpm = {RPM}\n"));
+    let toml = config_for(
+        &[
+            ("primary", &primary.base_url()),
+            ("fallback", &fallback.base_url()),
+        ],
+        "",
+    )
+    .replace(
+        "[providers.primary]\nkind = \"openai\"\n",
+        &format!("[providers.primary]\nkind = \"openai\"\nrpm = {RPM}\n"),
+    );
     let proxy = Proxy::start(&toml).await;
 
     let ok = Arc::new(AtomicUsize::new(0));
@@ -67,6 +76,13 @@ async fn under_load_half_429s_on_the_primary_never_reach_a_client() {
         fallback.request_count()
     );
     assert_eq!(failed, 0);
-    assert!(ok as f64 / elapsed > 100.0, "the load was too light to mean anything");
-    assert!(primary.request_count() <= allowed, "primary got {} > {allowed}", primary.request_count());
+    assert!(
+        ok as f64 / elapsed > 100.0,
+        "the load was too light to mean anything"
+    );
+    assert!(
+        primary.request_count() <= allowed,
+        "primary got {} > {allowed}",
+        primary.request_count()
+    );
 }

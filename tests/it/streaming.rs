@@ -199,14 +199,24 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
 }
 
 fn resume_config(primary: &MockUpstream, fallback: &MockUpstream) -> String {
-    config_for(&[("primary", &primary.base_url()), ("fallback", &fallback.base_url())], "")
-        .replace("[routes.main]\n", "[routes.main]\nresume = true\n")
+    config_for(
+        &[
+            ("primary", &primary.base_url()),
+            ("fallback", &fallback.base_url()),
+        ],
+        "",
+    )
+    .replace("[routes.main]\n", "[routes.main]\nresume = true\n")
 }
 
 fn content_of(data: &[String]) -> String {
     data.iter()
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
         .collect()
 }
 
@@ -223,13 +233,21 @@ async fn resume_continues_a_broken_text_stream_on_the_next_target() {
     let data = sse_data(resp).await;
     assert_eq!(data.last().unwrap(), "[DONE]");
     assert!(data.iter().all(|d| !d.contains("\"error\"")), "{data:?}");
-    assert_eq!(content_of(&data), "The quick brown fox jumps over the lazy dog.");
+    assert_eq!(
+        content_of(&data),
+        "The quick brown fox jumps over the lazy dog."
+    );
 
     let sent = &fallback.requests()[0].body["messages"];
     let n = sent.as_array().unwrap().len();
-    assert_eq!(sent[n - 2], json!({"role": "assistant", "content": "The quick brown"}));
+    assert_eq!(
+        sent[n - 2],
+        json!({"role": "assistant", "content": "The quick brown"})
+    );
     assert_eq!(sent[n - 1]["role"], "user");
-    assert!(proxy.metrics().contains("hermes_fallbacks_total{from=\"primary\",route=\"main\",to=\"fallback\"} 1"));
+    assert!(proxy
+        .metrics()
+        .contains("hermes_fallbacks_total{from=\"primary\",route=\"main\",to=\"fallback\"} 1"));
 }
 
 #[tokio::test]
