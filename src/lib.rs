@@ -19,6 +19,7 @@ pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod cooldown;
 pub mod error;
