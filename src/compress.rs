@@ -140,18 +140,26 @@ fn usable(window: u32) -> u32 {
     (f64::from(window) * (1.0 - SAFETY_MARGIN)) as u32
 }
 
+/// Writes summaries; injected so the compressor stays a pure function.
+pub trait Summarizer {
+    /// A summary written earlier for the messages with this key.
+    fn cached(&self, key: u64) -> Option<String>;
+    /// Summarizes `middle`; `key` identifies it for `cached`.
+    fn summarize(
+        &mut self,
+        middle: Vec<Value>,
+        key: u64,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+}
+
 /// Compresses `body["messages"]` (and `max_tokens`) until the request fits
 /// `window`. `summarize` turns a list of messages into summary text.
-pub async fn compress<F, Fut>(
+pub async fn compress(
     body: &mut Map<String, Value>,
     window: u32,
     settings: &Settings,
-    mut summarize: F,
-) -> Result<Report, TooLong>
-where
-    F: FnMut(Vec<Value>) -> Fut,
-    Fut: Future<Output = Result<String, String>>,
-{
+    summarizer: &mut impl Summarizer,
+) -> Result<Report, TooLong> {
     let usable = usable(window);
     let mut messages: Vec<Value> = match body.get("messages") {
         Some(Value::Array(m)) => m.clone(),
@@ -195,23 +203,34 @@ where
         .max(1);
     let recent_budget = settings.recent_tokens.min(target / 2);
     if let Some(split) = split(&messages, recent_budget) {
-        let middle = messages[split.head..split.tail].to_vec();
-        match summarize(middle).await {
-            Ok(summary) => {
-                let mut next = messages[..split.head].to_vec();
-                next.push(
-                    json!({"role": "assistant", "content": format!("{SUMMARY_PREFIX}{summary}")}),
-                );
-                next.extend_from_slice(&messages[split.tail..]);
-                report.steps.push("summary");
-                if fits_now(&next) {
-                    return done(next, body, report);
+        let keys = prefix_keys(&messages, split);
+        // A summary of a prefix written for an earlier, shorter version of
+        // this conversation is reused while the rest still fits.
+        let reused = keys.iter().rev().find_map(|&(end, key)| {
+            let summary = summarizer.cached(key)?;
+            let next = with_summary(&messages, split.head, end, &summary);
+            fits_now(&next).then_some(next)
+        });
+        let summarized = match reused {
+            Some(next) => Some(next),
+            None => {
+                let key = keys.last().map_or(0, |&(_, key)| key);
+                let middle = messages[split.head..split.tail].to_vec();
+                match summarizer.summarize(middle, key).await {
+                    Ok(summary) => Some(with_summary(&messages, split.head, split.tail, &summary)),
+                    Err(e) => {
+                        tracing::warn!("summarizer failed, dropping the oldest turns instead: {e}");
+                        None
+                    }
                 }
-                messages = next;
             }
-            Err(e) => {
-                tracing::warn!("summarizer failed, dropping the oldest turns instead: {e}");
+        };
+        if let Some(next) = summarized {
+            report.steps.push("summary");
+            if fits_now(&next) {
+                return done(next, body, report);
             }
+            messages = next;
         }
     }
 
@@ -230,6 +249,34 @@ where
         needed: prompt + reserve,
         window,
     })
+}
+
+fn with_summary(messages: &[Value], head: usize, end: usize, summary: &str) -> Vec<Value> {
+    let mut next = messages[..head].to_vec();
+    next.push(json!({"role": "assistant", "content": format!("{SUMMARY_PREFIX}{summary}")}));
+    next.extend_from_slice(&messages[end..]);
+    next
+}
+
+/// Keys of the summarizable prefixes `[head..end]`, one per user message
+/// `end` in `(head, tail]`: the same conversation prefix always gets the
+/// same key, however the conversation has grown since.
+fn prefix_keys(messages: &[Value], split: Split) -> Vec<(usize, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut keys = vec![];
+    for (i, m) in messages
+        .iter()
+        .enumerate()
+        .take(split.tail + 1)
+        .skip(split.head)
+    {
+        if i > split.head && m["role"] == "user" {
+            keys.push((i, hasher.finish()));
+        }
+        m.to_string().hash(&mut hasher);
+    }
+    keys
 }
 
 /// Replaces all but the newest `keep` tool results with a placeholder.
@@ -407,15 +454,45 @@ mod tests {
         }
     }
 
+    /// A summarizer that answers from a script and remembers what it wrote.
+    #[derive(Default)]
+    struct Scripted {
+        fail: bool,
+        calls: Vec<usize>,
+        written: std::collections::HashMap<u64, String>,
+    }
+
+    impl Summarizer for Scripted {
+        fn cached(&self, key: u64) -> Option<String> {
+            self.written.get(&key).cloned()
+        }
+        fn summarize(
+            &mut self,
+            middle: Vec<Value>,
+            key: u64,
+        ) -> impl Future<Output = Result<String, String>> + Send {
+            self.calls.push(middle.len());
+            let result = if self.fail {
+                Err("summarizer down".to_string())
+            } else {
+                let text = format!(
+                    "Goal: refactor the parser. {} messages summarized.",
+                    middle.len()
+                );
+                self.written.insert(key, text.clone());
+                Ok(text)
+            };
+            async move { result }
+        }
+    }
+
     #[tokio::test]
     async fn lowers_only_max_tokens_when_the_prompt_fits() {
         let mut b = body(vec![user(&"word ".repeat(500))]);
         b.insert("max_tokens".into(), 8000.into());
-        let report = compress(&mut b, 4096, &Settings::default(), |_| async {
-            Err("unused".into())
-        })
-        .await
-        .unwrap();
+        let report = compress(&mut b, 4096, &Settings::default(), &mut Scripted::default())
+            .await
+            .unwrap();
         assert_eq!(report.steps, ["max_tokens"]);
         let max = b["max_tokens"].as_u64().unwrap() as u32;
         assert!(max + count(b["messages"].as_array().unwrap()) <= 4096);
@@ -428,9 +505,12 @@ mod tests {
         let mut b = body(messages);
         b.insert("max_tokens".into(), 10.into());
         // A window that tool-output clearing alone satisfies.
-        let report = compress(&mut b, before * 2 / 3, &Settings::default(), |_| async {
-            Err("unused".into())
-        })
+        let report = compress(
+            &mut b,
+            before * 2 / 3,
+            &Settings::default(),
+            &mut Scripted::default(),
+        )
         .await
         .unwrap();
         assert_eq!(report.steps, ["tool_outputs"]);
@@ -448,14 +528,11 @@ mod tests {
         let original = messages.clone();
         let mut b = body(messages);
         let window = 8192;
-        let mut asked = vec![];
-        let report = compress(&mut b, window, &Settings::default(), |middle| {
-            asked.push(middle.len());
-            async { Ok("Goal: refactor the parser. Steps 0-38 done.".to_string()) }
-        })
-        .await
-        .unwrap();
-        assert_eq!(asked.len(), 1);
+        let mut summarizer = Scripted::default();
+        let report = compress(&mut b, window, &Settings::default(), &mut summarizer)
+            .await
+            .unwrap();
+        assert_eq!(summarizer.calls.len(), 1);
         assert_eq!(report.steps, ["tool_outputs", "summary"]);
         let m = b["messages"].as_array().unwrap();
         assert_eq!(m[0], original[0]); // system
@@ -472,13 +549,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_growing_conversation_reuses_its_earlier_summary() {
+        let mut summarizer = Scripted::default();
+        let mut conversation = conversation(100);
+        let mut b = body(conversation.clone());
+        compress(&mut b, 8192, &Settings::default(), &mut summarizer)
+            .await
+            .unwrap();
+        // The client sends the whole history again, one turn longer.
+        let n = conversation.len();
+        conversation.insert(n - 1, assistant("Here is the summary."));
+        conversation.insert(n, user("Thanks. One more change, please."));
+        let mut b = body(conversation);
+        let report = compress(&mut b, 8192, &Settings::default(), &mut summarizer)
+            .await
+            .unwrap();
+        assert_eq!(summarizer.calls.len(), 1, "summarized again");
+        assert!(report.steps.contains(&"summary"));
+        assert!(count(b["messages"].as_array().unwrap()) + DEFAULT_OUTPUT_RESERVE <= usable(8192));
+    }
+
+    #[tokio::test]
     async fn drops_the_oldest_turns_when_the_summarizer_fails() {
         let messages = conversation(100);
         let last = messages.last().cloned();
         let mut b = body(messages);
-        let report = compress(&mut b, 8192, &Settings::default(), |_| async {
-            Err("summarizer down".into())
-        })
+        let report = compress(
+            &mut b,
+            8192,
+            &Settings::default(),
+            &mut Scripted {
+                fail: true,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
         assert_eq!(report.steps, ["tool_outputs", "dropped"]);
@@ -495,11 +599,9 @@ mod tests {
     #[tokio::test]
     async fn an_impossible_request_says_its_sizes() {
         let mut b = body(vec![user(&"word ".repeat(5000))]);
-        let err = compress(&mut b, 1000, &Settings::default(), |_| async {
-            Ok("x".to_string())
-        })
-        .await
-        .unwrap_err();
+        let err = compress(&mut b, 1000, &Settings::default(), &mut Scripted::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.window, 1000);
         assert!(err.prompt > 1000);
         assert!(err.to_string().contains("context window is 1000 tokens"));

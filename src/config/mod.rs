@@ -48,6 +48,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub agent: Agent,
     pub store: Store,
+    pub compression: Compression,
     /// Non-fatal findings, formatted `path:line: message` (e.g. a provider
     /// disabled because its key variable is unset).
     pub warnings: Vec<String>,
@@ -182,6 +183,14 @@ pub struct Agent {
     pub max_steps: u32,
     pub tool_timeout: Duration,
     pub web_allow_private: bool,
+}
+
+/// `[compression]`: how conversations are shrunk to fit a context window.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Compression {
+    /// The route that writes summaries; None = the request's own route.
+    pub summarizer: Option<String>,
+    pub settings: crate::compress::Settings,
 }
 
 #[derive(Debug, Clone, PartialEq)]

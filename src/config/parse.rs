@@ -14,8 +14,8 @@ use std::time::Duration;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 use super::{
-    Agent, ClientKey, Config, Defaults, MockSettings, Provider, ProviderKind, Route, Secret,
-    Server, Store, Strategy, Target,
+    Agent, ClientKey, Compression, Config, Defaults, MockSettings, Provider, ProviderKind, Route,
+    Secret, Server, Store, Strategy, Target,
 };
 
 /// One mistake in the file, printed as `path:line: message (hint: ...)`.
@@ -72,6 +72,7 @@ const TOP_KEYS: &[&str] = &[
     "routes",
     "agent",
     "store",
+    "compression",
 ];
 const SERVER_KEYS: &[&str] = &[
     "listen",
@@ -120,6 +121,12 @@ const AGENT_KEYS: &[&str] = &[
     "web_allow_private",
 ];
 const STORE_KEYS: &[&str] = &["path"];
+const COMPRESSION_KEYS: &[&str] = &[
+    "summarizer",
+    "recent_tokens",
+    "target_ratio",
+    "keep_tool_outputs",
+];
 
 /// Parses and validates routes.toml. `path` is only used in messages (pass
 /// "<embedded>" for the built-in file); `env` reads the variables the file
@@ -175,6 +182,8 @@ pub fn parse(
     let agent = cx.agent(&agent_section);
     let store_section = cx.section(&root, "store", "in [store]".to_string());
     let store = cx.store(&store_section);
+    let compression_section = cx.section(&root, "compression", "in [compression]".to_string());
+    let compression = cx.compression(&compression_section, &route_names);
 
     match server {
         Some(server) if cx.errors.is_empty() => Ok(Config {
@@ -185,6 +194,7 @@ pub fn parse(
             routes,
             agent,
             store,
+            compression,
             warnings: cx.warnings,
         }),
         _ => {
@@ -1187,6 +1197,57 @@ impl<'a> Checker<'a> {
             }
         }
         tools.into_iter().map(|(tool, _)| tool).collect()
+    }
+
+    fn compression(&mut self, section: &Section, route_names: &[&str]) -> Compression {
+        self.known_keys(section, COMPRESSION_KEYS);
+        let defaults = crate::compress::Settings::default();
+        let summarizer = self.nonempty_string(section, "summarizer");
+        if let Some(route) = &summarizer {
+            if !route_names.contains(&route.as_str()) {
+                let line = self
+                    .field(section, "summarizer")
+                    .map_or(section.line, |f| f.line);
+                let hint = reference_hint(
+                    route,
+                    route_names,
+                    "routes",
+                    "leave it out to summarize with the request's own route",
+                );
+                self.error(
+                    line,
+                    format!("`summarizer` names route `{route}`, which is not defined"),
+                    Some(hint),
+                );
+            }
+        }
+        let target_ratio = self
+            .ratio(section, "target_ratio")
+            .unwrap_or(defaults.target_ratio);
+        if target_ratio <= 0.0 || target_ratio >= 1.0 {
+            let line = self
+                .field(section, "target_ratio")
+                .map_or(section.line, |f| f.line);
+            let hint =
+                Some("e.g. 0.5: a summarized conversation fills half the window".to_string());
+            self.error(
+                line,
+                "`target_ratio` in [compression] must be between 0 and 1, exclusive".to_string(),
+                hint,
+            );
+        }
+        Compression {
+            summarizer,
+            settings: crate::compress::Settings {
+                keep_tool_outputs: self
+                    .positive(section, "keep_tool_outputs")
+                    .unwrap_or(defaults.keep_tool_outputs),
+                recent_tokens: self
+                    .positive(section, "recent_tokens")
+                    .unwrap_or(defaults.recent_tokens),
+                target_ratio,
+            },
+        }
     }
 
     fn store(&mut self, section: &Section) -> Store {
