@@ -114,11 +114,13 @@ mod tests {
                     provider: &a,
                     model: "m",
                     weight: 3,
+                    context_window: None,
                 },
                 Candidate {
                     provider: &b,
                     model: "m",
                     weight: 1,
+                    context_window: None,
                 },
             ];
             order(Strategy::Weighted, &mut c, &Latencies::default());
@@ -140,11 +142,13 @@ mod tests {
                 provider: &slow,
                 model: "m",
                 weight: 1,
+                context_window: None,
             },
             Candidate {
                 provider: &fast,
                 model: "m",
                 weight: 1,
+                context_window: None,
             },
         ];
         order(Strategy::Latency, &mut c, &lat);

@@ -31,6 +31,8 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::balance;
+use crate::compress::{self, Report, TooLong};
+use crate::context::{self, RoutedSummarizer};
 use crate::cooldown::Reason;
 use crate::error::ApiError;
 use crate::limits::estimate_tokens;
@@ -49,6 +51,8 @@ pub struct Outcome {
     pub upstream_time: Duration,
     /// Tokens charged to the provider's `tpm` before sending (0 without one).
     pub estimated_tokens: u32,
+    /// What compression did to the conversation, if anything.
+    pub compressed: Option<Report>,
 }
 
 /// What the loop has learned so far, for the final error.
@@ -103,6 +107,7 @@ pub async fn run(
     let mut retries_here = 0;
     let mut previous: Option<&str> = None;
     let mut next = 0;
+    let mut fit = Fitting::default();
 
     while next < plan.len() && attempts < defaults.max_attempts {
         let candidate = plan[next];
@@ -130,6 +135,22 @@ pub async fn run(
                 .remaining(&c.provider.name, c.model, Instant::now())
                 .is_some()
         });
+
+        if route.compression {
+            if let Some(window) = shared.windows.of(&candidate) {
+                if fit.needed_for(window) && !compress::fits(&body, window) {
+                    if let Err(too_long) = fit
+                        .shrink(shared, rt, route, &mut body, window, deadline)
+                        .await
+                    {
+                        failures.lines.push(format!("{provider}: {too_long}"));
+                        failures.only_rate_limits = false;
+                        next += 1;
+                        continue;
+                    }
+                }
+            }
+        }
 
         if let Some(limits) = shared.limits.get(candidate.provider) {
             let tokens = *tokens.get_or_insert_with(|| {
@@ -209,6 +230,7 @@ pub async fn run(
                     attempts,
                     upstream_time,
                     estimated_tokens: tokens.unwrap_or(0),
+                    compressed: fit.report,
                 });
             }
             Err(err) => err,
@@ -229,6 +251,49 @@ pub async fn run(
             .lines
             .push(format!("{provider}: {}", err.summary()));
 
+        if err.kind == ErrorKind::ContextLength && route.compression {
+            // The upstream's own verdict beats our estimate: remember the
+            // limit it states, compress for it, and try the same target again.
+            if let Some(limit) = context::stated_limit(&err.message) {
+                shared.windows.learn(provider, candidate.model, limit);
+            }
+            let window = match (shared.windows.of(&candidate), fit.compressed_for) {
+                (Some(known), Some(tried)) if known >= tried => tried * 3 / 4,
+                (Some(known), _) => known,
+                (None, _) => {
+                    compress::count(
+                        body.get("messages")
+                            .and_then(Value::as_array)
+                            .map_or(&[][..], |m| m),
+                    ) * 3
+                        / 4
+                }
+            };
+            if fit.rounds >= MAX_COMPRESSIONS {
+                return Err(ApiError::ContextLength(format!(
+                    "{provider}: {} (still too long after {MAX_COMPRESSIONS} compressions)",
+                    err.message
+                )));
+            }
+            match fit
+                .shrink(shared, rt, route, &mut body, window, deadline)
+                .await
+            {
+                Ok(()) => continue,
+                Err(too_long) => {
+                    failures
+                        .lines
+                        .push(format!("{provider}: {}; {too_long}", err.message));
+                    failures.only_rate_limits = false;
+                    next += 1;
+                    continue;
+                }
+            }
+        }
+        if err.kind == ErrorKind::ContextLength {
+            // compression = "off": the upstream's error, untouched.
+            return Err(ApiError::Upstream(err));
+        }
         let wait = match decide(&err, last, retries_here, defaults) {
             Decision::Return => {
                 return Err(match err.kind {
@@ -289,7 +354,100 @@ pub async fn run(
         upstream_time += wait;
         retries_here += 1;
     }
+    // Some target could not take the conversation even compressed: say so
+    // with the sizes, unless another target only asked to wait.
+    if fit.too_long.is_some() && failures.soonest.is_none() {
+        return Err(ApiError::ContextLength(failures.lines.join("; ")));
+    }
     Err(failures.into_error(&route.label))
+}
+
+/// At most this many compression rounds per request.
+const MAX_COMPRESSIONS: u32 = 3;
+
+/// Compression state across one request's attempts.
+#[derive(Default)]
+struct Fitting {
+    /// The smallest window the conversation was compressed for.
+    compressed_for: Option<u32>,
+    rounds: u32,
+    report: Option<Report>,
+    too_long: Option<TooLong>,
+}
+
+impl Fitting {
+    /// A conversation compressed for a window fits every larger one.
+    fn needed_for(&self, window: u32) -> bool {
+        self.compressed_for.is_none_or(|done| window < done)
+    }
+
+    async fn shrink(
+        &mut self,
+        shared: &Shared,
+        rt: &Runtime,
+        route: &Resolved<'_>,
+        body: &mut Map<String, Value>,
+        window: u32,
+        deadline: Instant,
+    ) -> Result<(), TooLong> {
+        self.rounds += 1;
+        let model = body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let mut summarizer = RoutedSummarizer {
+            shared,
+            rt,
+            model: &route.requested,
+            deadline,
+        };
+        let started = Instant::now();
+        let result = compress::compress(
+            body,
+            window,
+            &rt.config.compression.settings,
+            &mut summarizer,
+        )
+        .await;
+        let outcome = match &result {
+            Ok(r) if r.steps.contains(&"dropped") => "dropped",
+            Ok(_) => "compressed",
+            Err(_) => "too_long",
+        };
+        shared
+            .metrics
+            .compressions
+            .with_label_values(&[&route.label, outcome])
+            .inc();
+        match result {
+            Ok(report) => {
+                tracing::info!(
+                    route = %route.label,
+                    model,
+                    window,
+                    ms = started.elapsed().as_millis() as u64,
+                    "compressed the conversation: {}",
+                    report.header()
+                );
+                self.compressed_for = Some(window);
+                self.report = Some(match self.report.take() {
+                    Some(mut earlier) => {
+                        earlier.steps.extend(report.steps);
+                        earlier.after = report.after;
+                        earlier
+                    }
+                    None => report,
+                });
+                Ok(())
+            }
+            Err(too_long) => {
+                tracing::warn!(route = %route.label, window, "cannot compress enough: {too_long}");
+                self.too_long = Some(too_long.clone());
+                Err(too_long)
+            }
+        }
+    }
 }
 
 #[derive(Debug, PartialEq)]

@@ -21,6 +21,7 @@ pub mod body;
 pub mod cli;
 pub mod compress;
 pub mod config;
+pub mod context;
 pub mod cooldown;
 pub mod error;
 pub mod failover;

@@ -74,6 +74,10 @@ pub async fn forward(
     trace.provider = Some(outcome.provider.clone());
     trace.attempts = outcome.attempts;
     trace.upstream_time = outcome.upstream_time;
+    let compressed = outcome
+        .compressed
+        .as_ref()
+        .map(|r| ("x-hermes-compressed", r.header()));
     let headers = [
         ("x-hermes-route", resolved.label.clone()),
         ("x-hermes-provider", outcome.provider.clone()),
@@ -113,7 +117,7 @@ pub async fn forward(
             resp
         }
     };
-    for (name, value) in headers {
+    for (name, value) in headers.into_iter().chain(compressed) {
         if let Ok(v) = HeaderValue::try_from(value) {
             resp.headers_mut().insert(name, v);
         }

@@ -11,6 +11,8 @@ pub struct Candidate<'a> {
     pub model: &'a str,
     /// For the `weighted` strategy.
     pub weight: u32,
+    /// From routes.toml, if given.
+    pub context_window: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -20,6 +22,10 @@ pub struct Resolved<'a> {
     /// Enabled targets, in the route's order.
     pub candidates: Vec<Candidate<'a>>,
     pub strategy: Strategy,
+    /// Compress conversations that do not fit a target's window.
+    pub compression: bool,
+    /// The `model` the client asked for (the default summarizer route).
+    pub requested: String,
 }
 
 /// `model` is a route name, or `provider/model` to address a provider directly
@@ -35,6 +41,7 @@ pub fn resolve<'a>(config: &'a Config, model: &'a str) -> Result<Resolved<'a>, A
                     provider,
                     model: &t.model,
                     weight: t.weight,
+                    context_window: t.context_window,
                 })
             })
             .collect();
@@ -47,6 +54,8 @@ pub fn resolve<'a>(config: &'a Config, model: &'a str) -> Result<Resolved<'a>, A
             label: route.name.clone(),
             candidates,
             strategy: route.strategy,
+            compression: route.compression,
+            requested: model.to_owned(),
         });
     }
     if let Some((provider_name, target_model)) = model.split_once('/') {
@@ -58,8 +67,11 @@ pub fn resolve<'a>(config: &'a Config, model: &'a str) -> Result<Resolved<'a>, A
                         provider,
                         model: target_model,
                         weight: 1,
+                        context_window: None,
                     }],
                     strategy: Strategy::Fallback,
+                    compression: true,
+                    requested: model.to_owned(),
                 });
             }
         }

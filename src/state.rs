@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use crate::auth::Auth;
 use crate::balance::Latencies;
 use crate::config::Config;
+use crate::context::Windows;
 use crate::cooldown::Cooldowns;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -37,6 +38,10 @@ pub struct Shared {
     pub cooldowns: Cooldowns,
     pub limits: Limits,
     pub latencies: Latencies,
+    pub windows: Windows,
+    /// Conversation summaries by prefix key (see `compress`), so a growing
+    /// conversation is not summarized again on every turn.
+    pub summaries: moka::sync::Cache<u64, String>,
 }
 
 impl Shared {
@@ -49,6 +54,11 @@ impl Shared {
             cooldowns: Cooldowns::default(),
             limits: Limits::default(),
             latencies: Latencies::default(),
+            windows: Windows::default(),
+            summaries: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(std::time::Duration::from_secs(3600))
+                .build(),
         })
     }
 }

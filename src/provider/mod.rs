@@ -115,6 +115,8 @@ pub async fn call(
             })??;
         match head {
             Head::Stream(answer) => Ok(answer),
+            // Some servers ignore `stream`; the client still gets a stream.
+            Head::Json(resp) if stream => read_json(resp, endpoint).await.map(json_as_stream),
             Head::Json(resp) => read_json(resp, endpoint).await,
         }
     };
@@ -245,6 +247,36 @@ async fn read_json(resp: Response<Body>, endpoint: Endpoint) -> Result<Answer, U
         bytes
     };
     Ok(Answer::Json { body, usage })
+}
+
+/// A whole `chat.completion` as a one-chunk stream.
+fn json_as_stream(answer: Answer) -> Answer {
+    let Answer::Json { body, .. } = answer else {
+        return answer;
+    };
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
+        return Answer::Json { body, usage: None };
+    };
+    if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
+        for choice in choices {
+            if let Some(mut message) = choice.as_object_mut().and_then(|c| c.remove("message")) {
+                if let Some(calls) = message.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                    for (i, call) in calls.iter_mut().enumerate() {
+                        call["index"] = i.into();
+                    }
+                }
+                choice["delta"] = message;
+            }
+        }
+    }
+    v["object"] = "chat.completion.chunk".into();
+    let mut first =
+        bytes::BytesMut::from(&sse::data(&serde_json::to_vec(&v).unwrap_or_default())[..]);
+    first.extend_from_slice(sse::DONE);
+    Answer::Stream {
+        first: first.freeze(),
+        rest: None,
+    }
 }
 
 async fn first_event(resp: Response<Body>) -> Result<Answer, UpstreamError> {

@@ -651,17 +651,11 @@ async fn an_upstream_context_length_error_is_400_without_fallback() {
         ),
         (wire::anthropic_context_length(), "prompt is too long"),
     ];
+    // A one-message conversation cannot be compressed: the client hears
+    // why, with the provider's own words, and nothing is retried.
     let primary = MockUpstream::start().await;
-    let fallback = MockUpstream::start().await;
-    let proxy = Proxy::start(&config_for(
-        &[
-            ("primary", &primary.base_url()),
-            ("fallback", &fallback.base_url()),
-        ],
-        "",
-    ))
-    .await;
-    for (i, (sample, reason)) in samples.into_iter().enumerate() {
+    let proxy = Proxy::start(&config_for(&[("primary", &primary.base_url())], "")).await;
+    for (i, (sample, reason)) in samples.clone().into_iter().enumerate() {
         primary.push(sample);
         let reply = ErrorReply::read(post_json(&proxy, None, &chat("main")).await).await;
         let message = reply.expect(400, "context_length_exceeded");
@@ -669,10 +663,40 @@ async fn an_upstream_context_length_error_is_400_without_fallback() {
         assert!(message.contains(reason), "sample {i}: {message}");
         assert_eq!(primary.request_count(), i + 1, "sample {i} was retried");
     }
-    assert_eq!(fallback.request_count(), 0);
     assert!(proxy.metrics().contains(
         "hermes_upstream_requests_total{outcome=\"context_length\",provider=\"primary\"} 7"
     ));
+
+    // With compression off, the upstream's error comes back as it was sent,
+    // and no fallback is tried.
+    let primary = MockUpstream::start().await;
+    let fallback = MockUpstream::start().await;
+    let proxy = Proxy::start(
+        &config_for(
+            &[
+                ("primary", &primary.base_url()),
+                ("fallback", &fallback.base_url()),
+            ],
+            "",
+        )
+        .replace("[routes.main]\n", "[routes.main]\ncompression = \"off\"\n"),
+    )
+    .await;
+    for (i, (sample, reason)) in samples.into_iter().enumerate() {
+        primary.push(sample);
+        let resp = post_json(&proxy, None, &chat("main")).await;
+        assert!(
+            resp.status() == 400 || resp.status() == 413,
+            "sample {i}: {}",
+            resp.status()
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(reason),
+            "sample {i}: {body}"
+        );
+    }
+    assert_eq!(fallback.request_count(), 0);
 }
 
 // ----- 502 upstream_error -----

@@ -6,6 +6,7 @@
 mod support;
 
 mod chat;
+mod compression;
 mod errors;
 mod failover;
 mod load;

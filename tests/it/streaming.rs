@@ -266,3 +266,20 @@ async fn resume_does_not_splice_a_broken_tool_call() {
     assert!(data[data.len() - 2].contains("\"error\""), "{data:?}");
     assert_eq!(fallback.request_count(), 0);
 }
+
+#[tokio::test]
+async fn an_upstream_that_ignores_stream_still_gives_the_client_a_stream() {
+    let up = MockUpstream::start().await;
+    up.push(Reply::chat("whole answer at once"));
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], "")).await;
+    let resp = stream(&proxy, &chat_body(false)).await;
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let data = sse_data(resp).await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunk: Value = serde_json::from_str(&data[0]).unwrap();
+    assert_eq!(chunk["object"], "chat.completion.chunk");
+    assert_eq!(
+        chunk["choices"][0]["delta"]["content"],
+        "whole answer at once"
+    );
+}

@@ -288,6 +288,9 @@ struct Shared {
     default: Reply,
     /// Replies for non-POST requests, by exact path.
     gets: HashMap<String, Reply>,
+    /// A context window: a POST whose messages hold more words than this
+    /// gets the reply instead of its scripted one (see `enforce_context`).
+    context: Option<(usize, Reply)>,
     /// Every request received, in arrival order.
     requests: Vec<Recorded>,
     /// SSE bodies being sent now; one drops when its stream ends or its
@@ -323,6 +326,7 @@ impl MockUpstream {
             default: Reply::chat("Hello from mock"),
             gets: HashMap::new(),
             requests: Vec::new(),
+            context: None,
             open_streams: Arc::new(AtomicUsize::new(0)),
         }));
         let server = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -370,6 +374,15 @@ impl MockUpstream {
     }
 
     /// How many requests were received so far (all methods).
+    /// Plays a model with a context window: every POST whose messages hold
+    /// more than `max_words` whitespace-separated words (a stand-in for
+    /// tokens that never exceeds a BPE count) gets `reply`, without using
+    /// up the script.
+    pub fn enforce_context(&self, max_words: usize, reply: Reply) {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.context = Some((max_words, reply));
+    }
+
     /// SSE replies still being sent (their connection still open).
     pub fn open_streams(&self) -> usize {
         let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -469,7 +482,13 @@ async fn handle(
             raw_body,
         });
         let seq = s.requests.len();
-        let reply = if is_post {
+        let too_long = s
+            .context
+            .as_ref()
+            .filter(|(max, _)| is_post && words_in(&body) > *max);
+        let reply = if let Some((_, reply)) = too_long {
+            reply.clone()
+        } else if is_post {
             let next = s.script.pop_front();
             next.unwrap_or_else(|| s.default.clone())
         } else if let Some(r) = s.gets.get(&path) {
@@ -581,6 +600,38 @@ fn full(bytes: Bytes) -> MockBody {
     Full::new(bytes)
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
+}
+
+/// Words in a chat request's message contents and tool-call arguments.
+fn words_in(body: &Value) -> usize {
+    let Some(messages) = body["messages"].as_array() else {
+        return 0;
+    };
+    messages
+        .iter()
+        .map(|m| {
+            let content = m["content"]
+                .as_str()
+                .unwrap_or_default()
+                .split_whitespace()
+                .count();
+            let calls: usize = m["tool_calls"]
+                .as_array()
+                .map(|c| {
+                    c.iter()
+                        .map(|c| {
+                            c["function"]["arguments"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .split_whitespace()
+                                .count()
+                        })
+                        .sum()
+                })
+                .unwrap_or(0);
+            content + calls
+        })
+        .sum()
 }
 
 /// A body that sends `events` `gap` apart, then ends, or with `cut`, fails
