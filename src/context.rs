@@ -97,54 +97,51 @@ impl Summarizer for RoutedSummarizer<'_> {
     }
 
     async fn summarize(&mut self, middle: Vec<Value>, key: u64) -> Result<String, String> {
-        {
-            let target = self
-                .rt
-                .config
-                .compression
-                .summarizer
-                .as_deref()
-                .unwrap_or(self.model);
-            let mut resolved =
-                route::resolve(&self.rt.config, target).map_err(|e| e.to_string())?;
-            resolved.compression = false;
-            // Chunks sized for the smallest known window among the summarizer's targets.
-            let window = resolved
-                .candidates
-                .iter()
-                .filter_map(|c| self.shared.windows.of(c))
-                .min();
-            let chunk_budget = window.map_or(u32::MAX, |w| {
-                (w / 2).saturating_sub(SUMMARY_MAX_TOKENS).max(256)
-            });
-            let mut parts = vec![];
-            for chunk in chunks(&middle, chunk_budget) {
-                let body = json!({"model": target, "messages": compress::summary_request(chunk),
-                    "max_tokens": SUMMARY_MAX_TOKENS, "temperature": 0.2});
-                let Value::Object(body) = body else {
-                    unreachable!("json! object")
-                };
-                let outcome = boxed_run(self.shared, self.rt, &resolved, body, self.deadline)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let Answer::Json { body, .. } = outcome.answer else {
-                    return Err("the summarizer answered with a stream".into());
-                };
-                let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-                let text = v["choices"][0]["message"]["content"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned();
-                if text.is_empty() {
-                    return Err("the summarizer returned an empty summary".into());
-                }
-                parts.push(text);
+        let target = self
+            .rt
+            .config
+            .compression
+            .summarizer
+            .as_deref()
+            .unwrap_or(self.model);
+        let mut resolved = route::resolve(&self.rt.config, target).map_err(|e| e.to_string())?;
+        resolved.compression = false;
+        // Chunks sized for the smallest known window among the summarizer's targets.
+        let window = resolved
+            .candidates
+            .iter()
+            .filter_map(|c| self.shared.windows.of(c))
+            .min();
+        let chunk_budget = window.map_or(u32::MAX, |w| {
+            (w / 2).saturating_sub(SUMMARY_MAX_TOKENS).max(256)
+        });
+        let mut parts = vec![];
+        for chunk in chunks(&middle, chunk_budget) {
+            let body = json!({"model": target, "messages": compress::summary_request(chunk),
+                "max_tokens": SUMMARY_MAX_TOKENS, "temperature": 0.2});
+            let Value::Object(body) = body else {
+                unreachable!("json! object")
+            };
+            let outcome = boxed_run(self.shared, self.rt, &resolved, body, self.deadline)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Answer::Json { body, .. } = outcome.answer else {
+                return Err("the summarizer answered with a stream".into());
+            };
+            let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let text = v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            if text.is_empty() {
+                return Err("the summarizer returned an empty summary".into());
             }
-            let summary = parts.join("\n\n");
-            self.shared.summaries.insert(key, summary.clone());
-            Ok(summary)
+            parts.push(text);
         }
+        let summary = parts.join("\n\n");
+        self.shared.summaries.insert(key, summary.clone());
+        Ok(summary)
     }
 }
 
