@@ -9,5 +9,6 @@ mod chat;
 mod errors;
 mod failover;
 mod load;
+mod metrics;
 mod server;
 mod streaming;
