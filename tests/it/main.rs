@@ -10,5 +10,6 @@ mod compression;
 mod errors;
 mod failover;
 mod load;
+mod metrics;
 mod server;
 mod streaming;
