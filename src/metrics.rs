@@ -164,6 +164,24 @@ impl Metrics {
         }
     }
 
+    /// Creates every bounded series a config implies at 0, so each SPEC
+    /// family is on /metrics before its first event (and rates start from 0).
+    pub fn register_series(&self, config: &crate::config::Config) {
+        for result in ["success", "failure"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        for route in &config.routes {
+            for outcome in ["compressed", "dropped", "too_long"] {
+                self.compressions.with_label_values(&[&route.name, outcome]);
+            }
+        }
+        for tool in &config.agent.tools {
+            for outcome in ["ok", "error"] {
+                self.agent_tool_calls.with_label_values(&[tool, outcome]);
+            }
+        }
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding our own registry into a Vec cannot fail.

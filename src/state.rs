@@ -47,10 +47,12 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let client = Client::new(config.defaults.connect_timeout);
+        let metrics = Metrics::new();
+        metrics.register_series(&config);
         Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::new(config)),
             client,
-            metrics: Metrics::new(),
+            metrics,
             cooldowns: Cooldowns::default(),
             limits: Limits::default(),
             latencies: Latencies::default(),

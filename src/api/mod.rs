@@ -19,6 +19,9 @@ use crate::proxy::{self, Trace};
 use crate::route;
 use crate::state::Shared;
 
+/// The `route` label of proxied requests refused before a route was chosen.
+const UNROUTED: &str = "unrouted";
+
 const EXPOSED_HEADERS: &str =
     "x-request-id, x-hermes-route, x-hermes-provider, x-hermes-model, x-hermes-attempts, x-hermes-compressed, retry-after";
 
@@ -45,11 +48,14 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     if let Some(origin) = origin {
         cors_headers(&shared, &origin, headers);
     }
-    if let Some(route) = &trace.route {
+    // Proxied requests that failed before routing (bad key, body, model)
+    // count under a fixed label, so error ratios see them.
+    let proxied = path.starts_with("/v1/") && method == Method::POST;
+    if let Some(route) = trace.route.as_deref().or(proxied.then_some(UNROUTED)) {
         record(&shared, route, &resp, started, &trace);
         let _enter = span.enter();
         tracing::info!(
-            route = %route,
+            route,
             provider = trace.provider.as_deref().unwrap_or("-"),
             attempts = trace.attempts,
             status = resp.status().as_u16(),
