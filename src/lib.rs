@@ -11,7 +11,8 @@
 //! - [`upstream`]: the pooled hyper client (rustls, HTTP/2 by ALPN)
 //! - [`relay`]: a stream's remaining events back to the client
 //!
-//! Around it: [`config`] (routes.toml, validated with every error at once),
+//! Around it: [`config`] (routes.toml, validated with every error at once;
+//! [`reload`]ed live),
 //! [`state`] (the runtime behind an `ArcSwap`), [`metrics`], [`cli`].
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod provider;
 pub mod proxy;
 pub mod relay;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod state;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use hermes_proxy::cli::{self, Cli, Command, ConfigAction, LogFormat};
 use hermes_proxy::config::check_listen;
+use hermes_proxy::reload::{self, ConfigSource};
 use hermes_proxy::{server, state::Shared};
 
 /// How long a stop waits for in-flight requests before closing them.
@@ -91,7 +92,19 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
         routes.join(", "),
         enabled.join(", ")
     );
-    let shared = Shared::new(config);
+    let shared = Shared::with_source(config, source.path.clone().map(ConfigSource::from_env));
+    // Kept alive for as long as the server runs: dropping it stops the watching.
+    let _watcher = match reload::watch(shared.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch {} for changes ({e}); reload with SIGHUP or POST /admin/reload",
+                source.label
+            );
+            None
+        }
+    };
+    reload::on_sighup(shared.clone());
     server::run(listener, shared, server::shutdown_signal(), DRAIN).await;
     tracing::info!("stopped");
     Ok(0)

@@ -13,6 +13,7 @@ use crate::cooldown::Cooldowns;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::provider::normalize::Usage;
+use crate::reload::ConfigSource;
 use crate::upstream::Client;
 
 /// Everything derived from one config. A request loads it once and keeps it
@@ -42,10 +43,16 @@ pub struct Shared {
     /// Conversation summaries by prefix key (see `compress`), so a growing
     /// conversation is not summarized again on every turn.
     pub summaries: moka::sync::Cache<u64, String>,
+    /// Where the config came from, for reloads (None: the embedded default).
+    pub source: Option<ConfigSource>,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
+        Self::with_source(config, None)
+    }
+
+    pub fn with_source(config: Config, source: Option<ConfigSource>) -> Arc<Self> {
         let client = Client::new(config.defaults.connect_timeout);
         let metrics = Metrics::new();
         metrics.register_series(&config);
@@ -61,6 +68,7 @@ impl Shared {
                 .max_capacity(10_000)
                 .time_to_idle(std::time::Duration::from_secs(3600))
                 .build(),
+            source,
         })
     }
 }

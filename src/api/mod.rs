@@ -86,6 +86,7 @@ async fn dispatch(
             Ok(resp)
         }
         (&Method::GET, "/v1/models") => models(shared, req.headers()),
+        (&Method::POST, "/admin/reload") => admin_reload(shared, req.headers()),
         (&Method::POST, "/v1/chat/completions") => {
             proxy::forward(shared, req, Endpoint::Chat, trace).await
         }
@@ -182,6 +183,39 @@ fn models(shared: &Shared, headers: &HeaderMap) -> Result<Response<Body>, ApiErr
     Ok(json_response(
         StatusCode::OK,
         &json!({"object": "list", "data": data}),
+    ))
+}
+
+/// `POST /admin/reload`: off (404) unless an admin key is configured.
+fn admin_reload(shared: &Shared, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let rt = shared.runtime.load();
+    let Some(admin_key) = &rt.config.server.admin_key else {
+        return Err(ApiError::NotFound {
+            method: "POST".into(),
+            path: "/admin/reload (set admin_key_env in [server] to enable it)".into(),
+        });
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        presented.as_bytes(),
+        admin_key.expose().as_bytes(),
+    )) {
+        return Err(ApiError::InvalidApiKey);
+    }
+    drop(rt);
+    let outcome = crate::reload::reload(shared, "admin endpoint");
+    let status = if outcome.result == "success" {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok(json_response(
+        status,
+        &serde_json::to_value(&outcome).unwrap_or_default(),
     ))
 }
 

@@ -11,5 +11,6 @@ mod errors;
 mod failover;
 mod load;
 mod metrics;
+mod reload;
 mod server;
 mod streaming;

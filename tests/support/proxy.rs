@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
 use hermes_proxy::config;
+use hermes_proxy::reload::ConfigSource;
 use hermes_proxy::server;
 use hermes_proxy::state::Shared;
 use tokio::sync::oneshot;
@@ -15,6 +16,7 @@ use tokio::task::JoinHandle;
 pub struct Proxy {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
+    _watcher: Option<notify::RecommendedWatcher>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -27,25 +29,27 @@ impl Proxy {
 
     /// As `start`, with the environment variables the config names.
     pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Proxy {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let config = match config::parse(toml, "test.toml", &lookup) {
-            Ok(c) => c,
-            Err(errors) => panic!(
-                "test config is invalid:\n{}",
-                errors
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
+        let config = parse(toml, "test.toml", &lookup(env));
+        Self::serve(Shared::new(config), None).await
+    }
+
+    /// Serves the config file at `path` and reloads it on change, as
+    /// `hermes-proxy --config path` does.
+    pub async fn start_watching(path: &std::path::Path, env: &[(&str, &str)]) -> Proxy {
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = parse(&text, &path.display().to_string(), &lookup(env));
+        let source = ConfigSource {
+            path: path.to_path_buf(),
+            env: Box::new(lookup(env)),
         };
+        let shared = Shared::with_source(config, Some(source));
+        let watcher = hermes_proxy::reload::watch(shared.clone()).unwrap();
+        Self::serve(shared, watcher).await
+    }
+
+    async fn serve(shared: Arc<Shared>, watcher: Option<notify::RecommendedWatcher>) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Shared::new(config);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(
             listener,
@@ -58,6 +62,7 @@ impl Proxy {
         Proxy {
             addr,
             shared,
+            _watcher: watcher,
             stop: Some(tx),
             task: Some(task),
         }
@@ -150,4 +155,26 @@ pub async fn sse_data(resp: reqwest::Response) -> Vec<String> {
             (!data.is_empty()).then(|| data.join("\n"))
         })
         .collect()
+}
+
+fn lookup(env: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+fn parse(toml: &str, path: &str, env: &dyn Fn(&str) -> Option<String>) -> config::Config {
+    match config::parse(toml, path, env) {
+        Ok(c) => c,
+        Err(errors) => panic!(
+            "test config is invalid:\n{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
 }

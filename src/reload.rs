@@ -1,0 +1,271 @@
+//! Live reload of routes.toml: from a file watcher, SIGHUP, or
+//! `POST /admin/reload`.
+//!
+//! The whole file is parsed and validated away from the request path; only a
+//! valid config is swapped in, whole, with one `ArcSwap` store. Requests in
+//! flight keep the runtime they loaded. What must outlive a config (the
+//! connection pool, cooldowns, provider limiters keyed by unchanged
+//! settings, latency estimates, learned windows) lives in `Shared`, so an
+//! unchanged provider keeps it all. A rejected file leaves the old config
+//! serving and is counted as `hermes_config_reloads_total{result="failure"}`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{self, Config, ConfigError};
+use crate::state::{Runtime, Shared};
+
+/// Where the config comes from, so it can be read again.
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// Reads the variables the file names (the process environment in
+    /// production; a fixed map in tests).
+    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+}
+
+impl ConfigSource {
+    pub fn from_env(path: PathBuf) -> Self {
+        ConfigSource {
+            path,
+            env: Box::new(|name| std::env::var(name).ok()),
+        }
+    }
+
+    fn load(&self) -> Result<Config, Vec<String>> {
+        let label = self.path.display().to_string();
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| vec![format!("{label}: cannot read: {e}")])?;
+        config::parse(&text, &label, &*self.env)
+            .map_err(|errors| errors.iter().map(ConfigError::to_string).collect())
+    }
+}
+
+/// What a reload did: the admin endpoint's answer and the log's summary.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Outcome {
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Default)]
+pub struct Changes {
+    pub routes_added: Vec<String>,
+    pub routes_removed: Vec<String>,
+    pub routes_changed: Vec<String>,
+    pub providers_added: Vec<String>,
+    pub providers_removed: Vec<String>,
+    pub providers_changed: Vec<String>,
+}
+
+impl Changes {
+    fn between(old: &Config, new: &Config) -> Changes {
+        let mut c = Changes::default();
+        diff(
+            old.routes.iter().map(|r| (r.name.as_str(), r)),
+            new.routes.iter().map(|r| (r.name.as_str(), r)),
+            (
+                &mut c.routes_added,
+                &mut c.routes_removed,
+                &mut c.routes_changed,
+            ),
+        );
+        diff(
+            old.providers.iter().map(|p| (p.name.as_str(), p)),
+            new.providers.iter().map(|p| (p.name.as_str(), p)),
+            (
+                &mut c.providers_added,
+                &mut c.providers_removed,
+                &mut c.providers_changed,
+            ),
+        );
+        c
+    }
+
+    fn summary(&self) -> String {
+        let parts = [
+            ("routes added", &self.routes_added),
+            ("routes removed", &self.routes_removed),
+            ("routes changed", &self.routes_changed),
+            ("providers added", &self.providers_added),
+            ("providers removed", &self.providers_removed),
+            ("providers changed", &self.providers_changed),
+        ];
+        let said: Vec<String> = parts
+            .iter()
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(what, names)| format!("{what}: {}", names.join(", ")))
+            .collect();
+        if said.is_empty() {
+            "no route or provider changed".into()
+        } else {
+            said.join("; ")
+        }
+    }
+}
+
+type Lists<'a> = (
+    &'a mut Vec<String>,
+    &'a mut Vec<String>,
+    &'a mut Vec<String>,
+);
+
+fn diff<'a, T: PartialEq + 'a>(
+    old: impl Iterator<Item = (&'a str, &'a T)> + Clone,
+    new: impl Iterator<Item = (&'a str, &'a T)> + Clone,
+    (added, removed, changed): Lists<'_>,
+) {
+    for (name, item) in new.clone() {
+        match old.clone().find(|(n, _)| *n == name) {
+            None => added.push(name.to_owned()),
+            Some((_, before)) if before != item => changed.push(name.to_owned()),
+            Some(_) => {}
+        }
+    }
+    for (name, _) in old {
+        if !new.clone().any(|(n, _)| n == name) {
+            removed.push(name.to_owned());
+        }
+    }
+}
+
+/// Reads, validates and (if valid) swaps in the config. `trigger` is for the log.
+pub fn reload(shared: &Shared, trigger: &str) -> Outcome {
+    let Some(source) = &shared.source else {
+        return Outcome {
+            result: "failure",
+            errors: vec!["the proxy runs on the embedded config: there is no file to reload (start it with --config)".into()],
+            changes: None,
+            warnings: vec![],
+        };
+    };
+    match source.load() {
+        Ok(config) => {
+            let old = shared.runtime.load();
+            let changes = Changes::between(&old.config, &config);
+            let mut warnings = config.warnings.clone();
+            if config.server.listen != old.config.server.listen {
+                warnings.push(format!(
+                    "listen changed to {}: this takes a restart; still serving on {}",
+                    config.server.listen, old.config.server.listen
+                ));
+            }
+            if config.defaults.connect_timeout != old.config.defaults.connect_timeout {
+                warnings.push(
+                    "connect_timeout changed: this takes a restart (connection pools are kept)"
+                        .into(),
+                );
+            }
+            shared.metrics.register_series(&config);
+            shared.runtime.store(Arc::new(Runtime::new(config)));
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["success"])
+                .inc();
+            tracing::info!(trigger, "config reloaded: {}", changes.summary());
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            Outcome {
+                result: "success",
+                errors: vec![],
+                changes: Some(changes),
+                warnings,
+            }
+        }
+        Err(errors) => {
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["failure"])
+                .inc();
+            for e in &errors {
+                tracing::error!(trigger, "config reload rejected, old config kept: {e}");
+            }
+            Outcome {
+                result: "failure",
+                errors,
+                changes: None,
+                warnings: vec![],
+            }
+        }
+    }
+}
+
+/// Editors save in bursts (write, rename, chmod): one reload per burst.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Watches the config file's directory (a rename-swap save replaces the
+/// file's inode, so watching the file itself would go deaf after the first
+/// save) and reloads when the file's content changed. Returns the watcher,
+/// which stops watching when dropped.
+pub fn watch(shared: Arc<Shared>) -> notify::Result<Option<notify::RecommendedWatcher>> {
+    use notify::Watcher;
+    let Some(path) = shared.source.as_ref().map(|s| s.path.clone()) else {
+        return Ok(None);
+    };
+    let file_name = path.file_name().map(|n| n.to_owned());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        if event
+            .paths
+            .iter()
+            .any(|p| p.file_name() == file_name.as_deref())
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    // Read now, not when the task first runs: a save in between would
+    // otherwise look like no change.
+    let mut last = read(&path);
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            let now = read(&path);
+            // A removed or truncated file is not a change yet: the save's
+            // final rename or write will arrive as another event.
+            if now.as_deref().is_some_and(|t| !t.trim().is_empty()) && now != last {
+                last = now;
+                reload(&shared, "file change");
+            }
+        }
+    });
+    Ok(Some(watcher))
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// Reloads on every SIGHUP until the process ends.
+#[cfg(unix)]
+pub fn on_sighup(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload instead");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            reload(&shared, "SIGHUP");
+        }
+    });
+}
