@@ -23,8 +23,11 @@ pub struct ConfigSource {
     pub path: PathBuf,
     /// Reads the variables the file names (the process environment in
     /// production; a fixed map in tests).
-    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub env: Env,
 }
+
+/// A lookup of environment variables by name.
+pub type Env = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl ConfigSource {
     pub fn from_env(path: PathBuf) -> Self {
