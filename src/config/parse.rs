@@ -147,6 +147,7 @@ pub fn parse(
         env,
         errors: Vec::new(),
         warnings: Vec::new(),
+        provider_names: Vec::new(),
     };
     let root = Section {
         table: Some(doc.as_table()),
@@ -162,6 +163,7 @@ pub fn parse(
     let providers_section = cx.section(&root, "providers", "in [providers]".to_string());
     let provider_entries = cx.entries(&providers_section, "providers");
     let provider_names: Vec<&str> = provider_entries.iter().map(|(name, _)| *name).collect();
+    cx.provider_names = provider_names.iter().map(|n| n.to_string()).collect();
     let routes_section = cx.section(&root, "routes", "in [routes]".to_string());
     let route_entries = cx.entries(&routes_section, "routes");
     let route_names: Vec<&str> = route_entries.iter().map(|(name, _)| *name).collect();
@@ -303,6 +305,8 @@ struct Checker<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
+    /// Defined provider names, for `provider/*` in key allowlists.
+    provider_names: Vec<String>,
 }
 
 impl<'a> Checker<'a> {
@@ -784,13 +788,23 @@ impl<'a> Checker<'a> {
         keys
     }
 
-    /// `routes = [...]` of a client key: "*" or names of defined routes.
+    /// `routes = [...]` of a client key: "*", names of defined routes, or
+    /// "provider/*" for direct `provider/model` addressing.
     fn route_allowlist(&mut self, entry: &Section, route_names: &[&str]) -> Option<Vec<String>> {
         let routes = self.strings(entry, "routes")?;
+        let providers: Vec<String> = self.provider_names.clone();
         for (route, line) in &routes {
-            if route != "*" && !route_names.contains(&route.as_str()) {
+            let direct = route
+                .strip_suffix("/*")
+                .is_some_and(|p| providers.iter().any(|name| name == p));
+            if route != "*" && !direct && !route_names.contains(&route.as_str()) {
                 let message = format!("unknown route `{route}` in `routes` {}", entry.place);
-                let hint = reference_hint(route, route_names, "routes", "\"*\" allows every route");
+                let hint = reference_hint(
+                    route,
+                    route_names,
+                    "routes",
+                    "\"*\" allows every route, \"<provider>/*\" one provider's models",
+                );
                 self.error(*line, message, Some(hint));
             }
         }
@@ -1847,5 +1861,19 @@ pth = "x"
         let loopback: SocketAddr = "[::1]:80".parse().unwrap();
         assert!(check_listen(&public, &[]).is_err());
         assert!(check_listen(&loopback, &[]).is_ok());
+    }
+
+    #[test]
+    fn a_key_allowlist_takes_provider_wildcards_of_defined_providers_only() {
+        let base = "[providers.demo]\nkind = \"mock\"\n[routes.main]\ntargets = [{ provider = \"demo\", model = \"m\" }]\n\
+                    [[server.keys]]\nname = \"a\"\nkey_env = \"K\"\n";
+        let ok = parse_ok(&format!("{base}routes = [\"main\", \"demo/*\"]\n"), &no_env);
+        assert_eq!(
+            ok.server.keys[0].routes.as_deref(),
+            Some(&["main".to_string(), "demo/*".to_string()][..])
+        );
+        let errors = parse_err(&format!("{base}routes = [\"nope/*\"]\n"));
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("nope/*"), "{}", errors[0]);
     }
 }
