@@ -9,28 +9,74 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use http::Method;
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::compress::{self, Summarizer};
+use crate::config::ProviderKind;
 use crate::provider::{Answer, Endpoint};
 use crate::route::{self, Candidate};
 use crate::state::{Runtime, Shared};
+use crate::upstream::Client;
 
 /// Summary output is capped at this many tokens.
 const SUMMARY_MAX_TOKENS: u32 = 1024;
 
-/// Limits learned from context-length errors, per (provider, model).
+/// Limits learned from context-length errors or asked of local servers,
+/// per (provider, model). `None`: asked, and the server did not say.
 #[derive(Debug, Default)]
 pub struct Windows {
-    learned: Mutex<HashMap<(String, String), u32>>,
+    learned: Mutex<HashMap<(String, String), Option<u32>>>,
 }
+
+/// A local server that does not answer a window probe within this is not waited for.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Windows {
     pub fn learn(&self, provider: &str, model: &str, window: u32) {
         let mut map = self.learned.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert((provider.to_owned(), model.to_owned()), window);
+        map.insert((provider.to_owned(), model.to_owned()), Some(window));
+    }
+
+    /// For a target on a local server with no known window, asks the server
+    /// once (vLLM `/v1/models` `max_model_len`, llama.cpp `/props` `n_ctx`,
+    /// Ollama `/api/show`); the answer, or its absence, is remembered.
+    pub async fn discover(&self, client: &Client, candidate: &Candidate<'_>) {
+        let provider = candidate.provider;
+        if candidate.context_window.is_some() || provider.kind != ProviderKind::OpenAi {
+            return;
+        }
+        let Some(base) = provider.base_url.as_deref().filter(|b| is_local(b)) else {
+            return;
+        };
+        let key = (provider.name.clone(), candidate.model.to_owned());
+        if self
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+        {
+            return;
+        }
+        let found = tokio::time::timeout(
+            DISCOVERY_TIMEOUT,
+            probe_window(client, base, candidate.model),
+        )
+        .await
+        .ok()
+        .flatten();
+        if let Some(window) = found {
+            tracing::info!(provider = %provider.name, model = candidate.model, window, "discovered the context window");
+        }
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert(found);
     }
 
     /// The configured window, else a learned one.
@@ -42,8 +88,91 @@ impl Windows {
             }
             map.get(&(candidate.provider.name.clone(), candidate.model.to_owned()))
                 .copied()
+                .flatten()
         })
     }
+}
+
+/// Loopback and private addresses: where vLLM, llama.cpp and Ollama run.
+fn is_local(base_url: &str) -> bool {
+    let host = base_url
+        .split("://")
+        .nth(1)
+        .unwrap_or_default()
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    host == "localhost"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_private())
+}
+
+/// Ollama's default `num_ctx`: it truncates prompts beyond it silently.
+const OLLAMA_DEFAULT_NUM_CTX: u32 = 4096;
+
+async fn probe_window(client: &Client, base: &str, model: &str) -> Option<u32> {
+    let root = base.strip_suffix("/v1").unwrap_or(base);
+    // vLLM
+    if let Some(v) = get_json(client, Method::GET, &format!("{base}/models"), None).await {
+        let listed = v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["id"] == model);
+        if let Some(n) = listed.and_then(|m| m["max_model_len"].as_u64()) {
+            return u32::try_from(n).ok();
+        }
+    }
+    // llama.cpp
+    if let Some(v) = get_json(client, Method::GET, &format!("{root}/props"), None).await {
+        let n = v["default_generation_settings"]["n_ctx"]
+            .as_u64()
+            .or_else(|| v["n_ctx"].as_u64());
+        if let Some(n) = n {
+            return u32::try_from(n).ok();
+        }
+    }
+    // Ollama: the window in effect is num_ctx (set in the Modelfile, else the
+    // default), never more than what the model was trained for.
+    let v = get_json(
+        client,
+        Method::POST,
+        &format!("{root}/api/show"),
+        Some(json!({"model": model})),
+    )
+    .await?;
+    let trained = v["model_info"]
+        .as_object()
+        .and_then(|info| info.iter().find(|(k, _)| k.ends_with(".context_length")))
+        .and_then(|(_, n)| n.as_u64());
+    let num_ctx = v["parameters"].as_str().and_then(|p| {
+        p.lines()
+            .find_map(|l| l.trim().strip_prefix("num_ctx")?.trim().parse::<u64>().ok())
+    });
+    let window = num_ctx.unwrap_or(u64::from(OLLAMA_DEFAULT_NUM_CTX));
+    u32::try_from(trained.map_or(window, |t| t.min(window))).ok()
+}
+
+async fn get_json(
+    client: &Client,
+    method: Method,
+    url: &str,
+    body: Option<Value>,
+) -> Option<Value> {
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(crate::body::full(bytes))
+        .ok()?;
+    let resp = client.send(req).await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The context limit a provider's error message states, if it states one

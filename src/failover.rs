@@ -137,6 +137,7 @@ pub async fn run(
         });
 
         if route.compression {
+            shared.windows.discover(&shared.client, &candidate).await;
             if let Some(window) = shared.windows.of(&candidate) {
                 if fit.needed_for(window) && !compress::fits(&body, window) {
                     if let Err(too_long) = fit

@@ -300,7 +300,7 @@ async fn every_request_is_recorded() {
         .unwrap();
 
     let reqs = up.requests();
-    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs.len(), 2, "the /models probe is recorded apart");
     assert_eq!(reqs[0].method, "POST");
     assert_eq!(reqs[0].path, "/v1/chat/completions");
     assert_eq!(reqs[0].header("authorization"), Some("Bearer sk-test"));
@@ -309,8 +309,9 @@ async fn every_request_is_recorded() {
     assert_eq!(reqs[1].path, "/v1/embeddings");
     assert_eq!(reqs[1].body, Value::Null);
     assert_eq!(&reqs[1].raw_body[..], b"not json");
-    assert_eq!(reqs[2].method, "GET");
-    assert_eq!(reqs[2].path, "/v1/models");
+    let probes = up.probes();
+    assert_eq!(probes[0].method, "GET");
+    assert_eq!(probes[0].path, "/v1/models");
 }
 
 #[tokio::test]

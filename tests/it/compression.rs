@@ -238,3 +238,41 @@ async fn compression_off_returns_the_upstream_error_untouched() {
     assert!(v["error"]["type"] == "invalid_request_error");
     assert_eq!(up.request_count(), 1);
 }
+
+#[tokio::test]
+async fn asks_local_servers_for_their_window_before_the_first_request() {
+    let probes = [
+        (
+            "/v1/models",
+            json!({"object": "list", "data": [{"id": "small-8k", "object": "model", "max_model_len": 6000}]}),
+        ),
+        (
+            "/props",
+            json!({"default_generation_settings": {"n_ctx": 6000}}),
+        ),
+        (
+            "/api/show",
+            json!({"model_info": {"qwen3.context_length": 40960}, "parameters": "num_ctx 6000\ntemperature 0.6"}),
+        ),
+    ];
+    for (path, answer) in probes {
+        let up = MockUpstream::start().await;
+        up.on_get(path, Reply::json(200, answer));
+        up.enforce_context(6000, openai_overflow(6000));
+        let proxy = Proxy::start(&config(&up.base_url(), None, "")).await;
+        let resp = send(&proxy, &agent_conversation(120), false).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(
+            resp.headers().contains_key("x-hermes-compressed"),
+            "{path}: not compressed before sending"
+        );
+        let words = |r: &crate::support::mock_upstream::Recorded| {
+            r.raw_body.split(|b| b.is_ascii_whitespace()).count()
+        };
+        assert!(
+            up.requests().iter().all(|r| words(r) <= 6000),
+            "{path}: the window was not known up front"
+        );
+        assert!(up.probes().iter().any(|p| p.path == path));
+    }
+}

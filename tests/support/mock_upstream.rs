@@ -291,8 +291,10 @@ struct Shared {
     /// A context window: a POST whose messages hold more words than this
     /// gets the reply instead of its scripted one (see `enforce_context`).
     context: Option<(usize, Reply)>,
-    /// Every request received, in arrival order.
+    /// Every request received, in arrival order, but probes.
     requests: Vec<Recorded>,
+    /// Model probes: GET .../models, /props, /api/show.
+    probes: Vec<Recorded>,
     /// SSE bodies being sent now; one drops when its stream ends or its
     /// connection closes (how a test sees the proxy cancel an upstream).
     open_streams: Arc<AtomicUsize>,
@@ -326,6 +328,7 @@ impl MockUpstream {
             default: Reply::chat("Hello from mock"),
             gets: HashMap::new(),
             requests: Vec::new(),
+            probes: Vec::new(),
             context: None,
             open_streams: Arc::new(AtomicUsize::new(0)),
         }));
@@ -357,8 +360,9 @@ impl MockUpstream {
         self.lock().default = reply;
     }
 
-    /// The reply to every non-POST request for exactly `path` (e.g. `"/v1/models"`,
-    /// `"/props"`), replacing the built-in one. Reused, not consumed.
+    /// The reply to every request for exactly `path` (e.g. `"/v1/models"`,
+    /// `"/props"`, `"/api/show"`), whatever its method, replacing the
+    /// built-in one and bypassing the script. Reused, not consumed.
     pub fn on_get(&self, path: &str, reply: Reply) {
         self.lock().gets.insert(path.to_string(), reply);
     }
@@ -381,6 +385,12 @@ impl MockUpstream {
     pub fn enforce_context(&self, max_words: usize, reply: Reply) {
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         s.context = Some((max_words, reply));
+    }
+
+    /// Model probes received (GET .../models, /props, /api/show), which
+    /// `requests` leaves out.
+    pub fn probes(&self) -> Vec<Recorded> {
+        self.lock().probes.clone()
     }
 
     /// SSE replies still being sent (their connection still open).
@@ -474,13 +484,22 @@ async fn handle(
     let (reply, seq, open) = {
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
         let open = s.open_streams.clone();
-        s.requests.push(Recorded {
+        // Questions about the model (what a proxy asks to learn a context
+        // window) are kept apart, so `requests` counts only API calls.
+        let probe =
+            (!is_post && path.ends_with("/models")) || path == "/props" || path == "/api/show";
+        let recorded = Recorded {
             method: parts.method.to_string(),
             path: path.clone(),
             headers: parts.headers,
             body: body.clone(),
             raw_body,
-        });
+        };
+        if probe {
+            s.probes.push(recorded);
+        } else {
+            s.requests.push(recorded);
+        }
         let seq = s.requests.len();
         let too_long = s
             .context
@@ -488,11 +507,13 @@ async fn handle(
             .filter(|(max, _)| is_post && words_in(&body) > *max);
         let reply = if let Some((_, reply)) = too_long {
             reply.clone()
-        } else if is_post {
+        } else if let Some(r) = s.gets.get(&path) {
+            // a fixed reply for this path, whatever the method (Ollama's
+            // /api/show is a POST that must not use up the script)
+            r.clone()
+        } else if is_post && !probe {
             let next = s.script.pop_front();
             next.unwrap_or_else(|| s.default.clone())
-        } else if let Some(r) = s.gets.get(&path) {
-            r.clone()
         } else if path.ends_with("/models") {
             Reply::json(200, models_list())
         } else {
