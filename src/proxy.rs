@@ -26,6 +26,8 @@ pub struct Trace {
     pub provider: Option<String>,
     pub attempts: u32,
     pub upstream_time: std::time::Duration,
+    /// Known for JSON answers; a stream logs its own when it ends.
+    pub usage: Option<crate::provider::normalize::Usage>,
 }
 
 pub async fn forward(
@@ -95,6 +97,7 @@ pub async fn forward(
             if let Some(usage) = usage {
                 shared.account(&provider, estimated_tokens, usage);
             }
+            trace.usage = usage;
             respond(body::full(body), "application/json")
         }
         Answer::Stream { first, rest } => {
@@ -110,6 +113,7 @@ pub async fn forward(
                 deadline,
                 timeout,
                 resume,
+                usage: None,
             };
             let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
             resp.headers_mut()

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::api::sse::{self, SseEvent, SseReader};
 use crate::body::{self, Body};
@@ -46,6 +47,8 @@ pub struct Relay {
     /// The configured `request_timeout`, for the message when `deadline` passes.
     pub timeout: Duration,
     pub resume: Option<Resume>,
+    /// The stream's usage once an event reported it, for the log.
+    pub usage: Option<crate::provider::normalize::Usage>,
 }
 
 /// What continuing a broken stream needs: the request as the client sent it
@@ -92,17 +95,22 @@ impl Resume {
 /// Starts relaying and returns the client's body at once.
 pub fn start(mut relay: Relay, first: Bytes, rest: Option<SseReader>) -> Body {
     let (tx, body) = body::channel(16);
-    tokio::spawn(async move {
-        if let Some(resume) = &mut relay.resume {
-            resume.observe(&first);
+    // The relay outlives the handler: keep its log lines in the request's span.
+    let span = tracing::Span::current();
+    tokio::spawn(
+        async move {
+            if let Some(resume) = &mut relay.resume {
+                resume.observe(&first);
+            }
+            if tx.send(first).await.is_err() {
+                return;
+            }
+            if let Some(reader) = rest {
+                relay.run(reader, &tx).await;
+            }
         }
-        if tx.send(first).await.is_err() {
-            return;
-        }
-        if let Some(reader) = rest {
-            relay.run(reader, &tx).await;
-        }
-    });
+        .instrument(span),
+    );
     body
 }
 
@@ -152,6 +160,12 @@ impl Relay {
             };
             if data == "[DONE]" {
                 let _ = tx.send(Bytes::from_static(sse::DONE)).await;
+                tracing::info!(
+                    provider = %self.provider,
+                    prompt_tokens = self.usage.map(|u| u.prompt),
+                    completion_tokens = self.usage.map(|u| u.completion),
+                    "stream finished"
+                );
                 return None;
             }
             match normalize_event(&data) {
@@ -159,6 +173,7 @@ impl Relay {
                     if let Some(usage) = usage {
                         self.shared
                             .account(&self.provider, self.estimated_tokens, usage);
+                        self.usage = Some(usage);
                     }
                     if let Some(resume) = &mut self.resume {
                         resume.observe(&bytes);

@@ -60,6 +60,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             attempts = trace.attempts,
             status = resp.status().as_u16(),
             ms = started.elapsed().as_millis() as u64,
+            upstream_ms = trace.upstream_time.as_millis() as u64,
+            prompt_tokens = trace.usage.map(|u| u.prompt),
+            completion_tokens = trace.usage.map(|u| u.completion),
             "{method} {path}"
         );
     }
