@@ -24,6 +24,11 @@ STOP_TIMEOUT=10
 
 log() { echo "e2e: $*" >&2; }
 
+# Loopback requests must not go through an HTTP proxy the environment may set
+# for package downloads (urllib and httpx both honour HTTP_PROXY).
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
+export no_proxy="$NO_PROXY"
+
 if ! "$PYTHON" -c 'import openai' 2>/dev/null; then
     log "the OpenAI SDK is not importable by $PYTHON; run: $PYTHON -m pip install openai"
     exit 1
