@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""End-to-end test: the official OpenAI Python SDK against a running hermes-proxy.
+
+The proxy must be serving the repository's routes.toml with no provider keys
+set, so the built-in `demo` provider answers `"model": "default"`.
+
+Environment:
+    OPENAI_BASE_URL   e.g. http://127.0.0.1:8080/v1 (required)
+    OPENAI_API_KEY    any value; the default config has no client keys
+
+Runs as a plain script (not pytest): one line per case, then exactly one
+summary line `N passed, M failed`. Exit status 1 if any case failed.
+"""
+
+import os
+import sys
+import traceback
+
+import openai
+from openai import OpenAI
+
+BASE_URL = os.environ.get("OPENAI_BASE_URL")
+if not BASE_URL:
+    print("OPENAI_BASE_URL is not set (e.g. http://127.0.0.1:8080/v1)", file=sys.stderr)
+    print("0 passed, 1 failed")
+    sys.exit(1)
+
+client = OpenAI(
+    base_url=BASE_URL,
+    api_key=os.environ.get("OPENAI_API_KEY") or "sk-e2e-dummy",
+    max_retries=0,  # a retried failure must not look like a pass
+    timeout=30.0,
+)
+
+SAID = "the quick brown fox e2e-7f3a"
+
+
+def check_usage(usage, where):
+    assert usage is not None, f"{where}: no usage"
+    for field in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = getattr(usage, field)
+        assert isinstance(value, int) and value >= 0, f"{where}: usage.{field} = {value!r}"
+    assert usage.prompt_tokens > 0, f"{where}: prompt_tokens = {usage.prompt_tokens}"
+    assert usage.completion_tokens > 0, f"{where}: completion_tokens = {usage.completion_tokens}"
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, (
+        f"{where}: total {usage.total_tokens} != "
+        f"{usage.prompt_tokens} + {usage.completion_tokens}"
+    )
+
+
+def error_code(exc):
+    """The OpenAI `error.code` of an APIStatusError, whichever way the SDK kept the body."""
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    code = body.get("code") if isinstance(body, dict) else None
+    return code or getattr(exc, "code", None)
+
+
+def case_chat_non_stream():
+    raw = client.chat.completions.with_raw_response.create(
+        model="default",
+        messages=[{"role": "user", "content": SAID}],
+    )
+    headers = raw.headers
+    assert headers.get("x-hermes-route") == "default", f"x-hermes-route = {headers.get('x-hermes-route')!r}"
+    assert headers.get("x-hermes-provider") == "demo", f"x-hermes-provider = {headers.get('x-hermes-provider')!r}"
+    assert headers.get("x-request-id"), "x-request-id missing"
+    completion = raw.parse()
+    assert completion.object == "chat.completion", completion.object
+    assert len(completion.choices) == 1, f"{len(completion.choices)} choices"
+    message = completion.choices[0].message
+    assert message.role == "assistant", message.role
+    assert SAID in (message.content or ""), f"answer does not echo the prompt: {message.content!r}"
+    assert completion.choices[0].finish_reason == "stop", completion.choices[0].finish_reason
+    check_usage(completion.usage, "non-stream")
+
+
+def case_request_id_passthrough():
+    raw = client.chat.completions.with_raw_response.create(
+        model="default",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-request-id": "e2e-req-42"},
+    )
+    assert raw.headers.get("x-request-id") == "e2e-req-42", raw.headers.get("x-request-id")
+
+
+def case_chat_stream_usage():
+    stream = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": SAID}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text = []
+    chunks = []
+    for chunk in stream:
+        chunks.append(chunk)
+        for choice in chunk.choices:
+            if choice.delta and choice.delta.content:
+                text.append(choice.delta.content)
+    assert chunks, "no chunks"
+    answer = "".join(text)
+    assert SAID in answer, f"streamed answer does not echo the prompt: {answer!r}"
+    last = chunks[-1]
+    assert last.choices == [], f"last chunk has choices: {last.choices!r}"
+    check_usage(last.usage, "stream")
+    assert all(c.usage is None for c in chunks[:-1]), "usage on a chunk before the last"
+
+
+def case_models_list():
+    ids = [m.id for m in client.models.list()]
+    assert "default" in ids, f"'default' not in {ids}"
+    assert "demo/demo" in ids, f"'demo/demo' not in {ids}"
+
+
+def case_unknown_model():
+    try:
+        client.chat.completions.create(
+            model="no-such-model-e2e",
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    except openai.NotFoundError as e:
+        assert e.status_code == 404, e.status_code
+        assert error_code(e) == "model_not_found", f"code = {error_code(e)!r}, body = {e.body!r}"
+        return
+    raise AssertionError("no NotFoundError for an unknown model")
+
+
+def case_bad_request():
+    try:
+        client.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"messages": "not a list"},
+        )
+    except openai.BadRequestError as e:
+        assert e.status_code == 400, e.status_code
+        assert error_code(e) == "invalid_request", f"code = {error_code(e)!r}, body = {e.body!r}"
+        assert "messages" in str(e), f"message does not name the field: {e}"
+        return
+    raise AssertionError("no BadRequestError for messages that is not a list")
+
+
+def case_embeddings():
+    result = client.embeddings.create(model="demo/demo", input="hello embeddings")
+    assert len(result.data) == 1, f"{len(result.data)} embeddings"
+    vector = result.data[0].embedding
+    assert isinstance(vector, list) and len(vector) > 0, f"embedding = {vector!r}"
+    assert all(isinstance(x, float) for x in vector), "embedding has non-float values"
+    # The demo vectors are deterministic: the same input embeds the same.
+    again = client.embeddings.create(model="demo/demo", input="hello embeddings")
+    assert again.data[0].embedding == vector, "equal inputs embedded differently"
+
+
+CASES = [
+    ("chat non-stream: answer, usage, x-hermes-* headers", case_chat_non_stream),
+    ("chat: client x-request-id is echoed", case_request_id_passthrough),
+    ("chat stream with include_usage", case_chat_stream_usage),
+    ("models.list includes default", case_models_list),
+    ("unknown model -> NotFoundError model_not_found", case_unknown_model),
+    ("messages not a list -> BadRequestError", case_bad_request),
+    ("embeddings on demo/demo", case_embeddings),
+]
+
+
+def main():
+    print(f"openai SDK {openai.__version__} against {BASE_URL}")
+    passed = failed = 0
+    for name, case in CASES:
+        try:
+            case()
+        except Exception as e:  # noqa: BLE001 - every failure is reported, not raised
+            failed += 1
+            print(f"FAIL  {name}: {type(e).__name__}: {e}")
+            traceback.print_exc(file=sys.stdout)
+        else:
+            passed += 1
+            print(f"ok    {name}")
+        sys.stdout.flush()
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
