@@ -1,0 +1,83 @@
+//! End-to-end checks with real third-party tools against the real binary:
+//! the official OpenAI Python SDK (`tests/e2e/run.sh`) and a real Prometheus
+//! that scrapes the proxy and evaluates every dashboard query
+//! (`tests/e2e/prometheus_check.sh`).
+//!
+//! They need `pip install openai` (or `HERMES_E2E_PYTHON` naming a Python
+//! that has it) and Debian's `prometheus` package; `.ci/run` installs both.
+//! Without them each check says what is missing and is skipped, except under
+//! CI (`CI` set), where a missing tool is a failure.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hermes-proxy");
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Ok(()) to go on; Err(()) when the tool is missing outside CI (skip).
+fn require(available: bool, what: &str) -> Result<(), ()> {
+    if available {
+        return Ok(());
+    }
+    let message = format!(
+        "{what} is not installed: run .ci/run once (it installs it), or install it by hand"
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED: {message}");
+    Err(())
+}
+
+fn python() -> String {
+    std::env::var("HERMES_E2E_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.output().is_ok_and(|o| o.status.success())
+}
+
+/// Runs a script with the test binary and reports its output on failure.
+fn run_script(script: &str, envs: &[(&str, String)]) {
+    let out = Command::new("bash")
+        .arg(format!("{REPO}/tests/e2e/{script}"))
+        .env("HERMES_BIN", BIN)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("MOONSHOT_API_KEY")
+        .env_remove("OPENROUTER_API_KEY")
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(" passed, 0 failed"),
+        "{script} printed no clean tally:\n{stdout}"
+    );
+}
+
+#[test]
+fn the_official_openai_python_sdk_works_against_the_proxy() {
+    let python = python();
+    let has_sdk = succeeds(Command::new(&python).args(["-c", "import openai"]));
+    if require(has_sdk, &format!("the OpenAI Python SDK (for {python})")).is_err() {
+        return;
+    }
+    run_script("run.sh", &[("PYTHON", python)]);
+}
+
+#[test]
+fn prometheus_scrapes_the_proxy_and_every_dashboard_query_evaluates() {
+    let has_prometheus = succeeds(Command::new("promtool").arg("--version"))
+        && (succeeds(Command::new("prometheus").arg("--version"))
+            || succeeds(Command::new("/usr/bin/prometheus").arg("--version")));
+    if require(
+        has_prometheus,
+        "Prometheus (Debian: apt-get install prometheus)",
+    )
+    .is_err()
+    {
+        return;
+    }
+    run_script("prometheus_check.sh", &[]);
+}
