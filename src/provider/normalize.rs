@@ -15,26 +15,22 @@ pub struct Usage {
 
 /// A whole `chat.completion` (or `text_completion`) object.
 pub fn completion(v: &mut Value) -> bool {
-    let mut changed = hoist_usage(v);
-    changed |= usage_in_place(v);
-    if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
-        for choice in choices {
-            if let Some(message) = choice.get_mut("message") {
-                changed |= reasoning(message);
-            }
-        }
-    }
-    changed
+    normalize(v, "message")
 }
 
 /// One streamed `chat.completion.chunk`.
 pub fn chunk(v: &mut Value) -> bool {
+    normalize(v, "delta")
+}
+
+/// `part`: where a choice keeps its text (`message` whole, `delta` streamed).
+fn normalize(v: &mut Value, part: &str) -> bool {
     let mut changed = hoist_usage(v);
     changed |= usage_in_place(v);
     if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
         for choice in choices {
-            if let Some(delta) = choice.get_mut("delta") {
-                changed |= reasoning(delta);
+            if let Some(text) = choice.get_mut(part) {
+                changed |= reasoning(text);
             }
         }
     }
