@@ -144,7 +144,11 @@ pub async fn models(config: &Config, probe: bool) -> i32 {
     }
     let mut missing = 0;
     for route in &config.routes {
-        println!("{} ({:?})", route.name, route.strategy);
+        println!(
+            "{} (strategy: {})",
+            route.name,
+            format!("{:?}", route.strategy).to_lowercase()
+        );
         for t in &route.targets {
             let provider = config.provider(&t.provider);
             let state = match provider {
@@ -287,6 +291,16 @@ pub fn show(config: &Config) -> String {
             let _ = writeln!(out, "tpm = {tpm}");
         }
         for (k, v) in &p.headers {
+            // A header may carry a credential (a custom auth scheme): show that it is set, not its value.
+            let lower = k.to_ascii_lowercase();
+            let secret = ["auth", "key", "token", "secret", "cookie"]
+                .iter()
+                .any(|w| lower.contains(w));
+            let v = if secret {
+                "(set, value hidden)"
+            } else {
+                v.as_str()
+            };
             let _ = writeln!(out, "headers.\"{k}\" = \"{v}\"");
         }
     }
