@@ -11,6 +11,7 @@ mod errors;
 mod failover;
 mod load;
 mod metrics;
+mod probe;
 mod reload;
 mod server;
 mod streaming;
