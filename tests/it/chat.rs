@@ -102,12 +102,12 @@ async fn normalizes_kimi_usage_and_reasoning_in_a_json_answer() {
                 "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15, "cached_tokens": 8}}]}),
     ));
     let proxy = Proxy::start(&config_for(&[("kimi", &up.base_url())], "")).await;
-    let v: Value = http()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&json!({"model": "main", "messages": [{"role": "user", "content": "2+2?"}]}))
-        .send()
+    let v: Value = proxy
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "main", "messages": [{"role": "user", "content": "2+2?"}]}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -134,12 +134,12 @@ async fn falls_back_when_primary_is_rate_limited() {
         "",
     ))
     .await;
-    let resp = http()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = proxy
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-hermes-provider"], "openrouter");
     assert_eq!(resp.headers()["x-hermes-attempts"], "2");
@@ -171,12 +171,7 @@ async fn a_client_mistake_is_returned_normalized_without_fallback() {
         "",
     ))
     .await;
-    let resp = http()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&json!({"model": "main", "temperature": 9, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = proxy.post("/v1/chat/completions", &json!({"model": "main", "temperature": 9, "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(resp.status(), 422);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["message"], "temperature must be <= 2");
@@ -232,22 +227,22 @@ async fn embeddings_and_legacy_completions_are_routed() {
     up.push(Reply::json(200, json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}], "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}})));
     up.push(Reply::json(200, json!({"id": "x", "object": "text_completion", "choices": [{"index": 0, "text": "done", "finish_reason": "stop"}]})));
     let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], "")).await;
-    let emb: Value = http()
-        .post(proxy.url("/v1/embeddings"))
-        .json(&json!({"model": "main", "input": "hello"}))
-        .send()
+    let emb: Value = proxy
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "main", "input": "hello"}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(emb["data"][0]["embedding"], json!([0.1, 0.2]));
-    let cmpl: Value = http()
-        .post(proxy.url("/v1/completions"))
-        .json(&json!({"model": "main", "prompt": "say done"}))
-        .send()
+    let cmpl: Value = proxy
+        .post(
+            "/v1/completions",
+            &json!({"model": "main", "prompt": "say done"}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

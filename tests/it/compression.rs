@@ -52,12 +52,12 @@ fn openai_overflow(limit: usize) -> Reply {
 }
 
 async fn send(proxy: &Proxy, messages: &[Value], stream: bool) -> reqwest::Response {
-    http()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&json!({"model": "main", "stream": stream, "messages": messages}))
-        .send()
+    proxy
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "main", "stream": stream, "messages": messages}),
+        )
         .await
-        .unwrap()
 }
 
 /// No tool result without its assistant call; system and last message verbatim.

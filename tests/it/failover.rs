@@ -6,12 +6,12 @@ use crate::support::mock_upstream::{wire, MockUpstream, Reply};
 use crate::support::proxy::{config_for, http, Proxy};
 
 async fn chat(proxy: &Proxy) -> reqwest::Response {
-    http()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
+    proxy
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .await
-        .unwrap()
 }
 
 fn limited(retry_after_secs: u64) -> Reply {

@@ -197,12 +197,7 @@ targets = [{{ provider = "solo", model = "solo-model" }}]
 }
 
 async fn post(proxy: &Proxy, body: serde_json::Value) -> reqwest::Response {
-    http()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    proxy.post("/v1/chat/completions", &body).await
 }
 
 /// A little of everything: a 429 that falls back to the demo provider, a
@@ -423,12 +418,7 @@ async fn every_spec_family_is_exported_with_help_and_type() {
 #[tokio::test]
 async fn requests_refused_before_routing_are_counted_as_unrouted() {
     let proxy = Proxy::start(hermes_proxy::config::EMBEDDED).await;
-    let resp = http()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&serde_json::json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = proxy.post("/v1/chat/completions", &serde_json::json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(resp.status(), 404);
     let resp = http()
         .post(proxy.url("/v1/chat/completions"))

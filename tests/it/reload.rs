@@ -115,12 +115,12 @@ async fn an_invalid_file_keeps_the_old_config_and_is_counted() {
         "{errors:?}"
     );
     assert_eq!(models(&proxy).await, ["alpha", "demo/alpha-model"]);
-    let chat = http()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&json!({"model": "alpha", "messages": [{"role": "user", "content": "still here?"}]}))
-        .send()
-        .await
-        .unwrap();
+    let chat = proxy
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "alpha", "messages": [{"role": "user", "content": "still here?"}]}),
+        )
+        .await;
     assert_eq!(chat.status(), 200);
     assert!(proxy
         .metrics()
@@ -230,12 +230,12 @@ async fn an_unchanged_providers_cooldown_survives_a_reload() {
     let dir = ConfigDir::new(&text(""));
     let proxy = Proxy::start_watching(&dir.path(), &[("ADMIN", ADMIN)]).await;
     let ask = || async {
-        http()
-            .post(proxy.url("/v1/chat/completions"))
-            .json(&json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
+        proxy
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]}),
+            )
             .await
-            .unwrap()
     };
     assert_eq!(ask().await.headers()["x-hermes-provider"], "b");
     std::fs::write(

@@ -208,12 +208,7 @@ async fn ready_is_503_while_no_route_has_a_usable_target() {
 async fn metrics_count_requests_by_route_and_status_in_prometheus_text() {
     let proxy = Proxy::start(&demo_config("")).await;
     for _ in 0..2 {
-        let resp = http()
-            .post(proxy.url("/v1/chat/completions"))
-            .json(&chat(false))
-            .send()
-            .await
-            .unwrap();
+        let resp = proxy.post("/v1/chat/completions", &chat(false)).await;
         assert_eq!(resp.status(), 200);
     }
     let resp = http().get(proxy.url("/metrics")).send().await.unwrap();
@@ -239,12 +234,7 @@ async fn stop_lets_a_running_stream_finish_and_refuses_new_connections() {
     let proxy = Proxy::start(toml).await;
     let addr = proxy.addr;
     let said = "one two three four five six seven eight nine ten eleven twelve";
-    let resp = http()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&json!({"model": "main", "stream": true, "messages": [{"role": "user", "content": said}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = proxy.post("/v1/chat/completions", &json!({"model": "main", "stream": true, "messages": [{"role": "user", "content": said}]})).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let first = body.next().await.unwrap().unwrap();

@@ -76,6 +76,11 @@ impl Proxy {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// POSTs a JSON body to `path` with no client key.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        http().post(self.url(path)).json(body).send().await.unwrap()
+    }
+
     /// The OpenAI client a user would point at the proxy.
     pub fn openai(&self, key: &str) -> async_openai::Client<OpenAIConfig> {
         async_openai::Client::with_config(
