@@ -1,7 +1,7 @@
 use serde_json::{json, Value};
 
 use crate::support::mock_upstream::{wire, MockUpstream, Reply};
-use crate::support::proxy::{http, sse_data, Proxy};
+use crate::support::proxy::{sse_data, Proxy};
 
 /// A 300-message agent conversation: task, then turns of
 /// user -> assistant tool call -> tool result -> assistant answer.

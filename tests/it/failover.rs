@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::mock_upstream::{wire, MockUpstream, Reply};
-use crate::support::proxy::{config_for, http, Proxy};
+use crate::support::proxy::{config_for, Proxy};
 
 async fn chat(proxy: &Proxy) -> reqwest::Response {
     proxy
