@@ -1,1 +1,209 @@
-fn main() {}
+//! Micro benchmarks of the request path, through the library's public API.
+//!
+//! `cargo bench --bench hot_path` (about 30 s). Each group is what one
+//! proxied request or one streamed chunk pays inside the proxy, sockets
+//! excluded; benches/load/ measures the whole thing over loopback.
+//!
+//! - `request/*`: body parse + checks, route resolution, model rewrite and
+//!   re-serialization (what `provider::send` puts on the wire).
+//! - `sse/*`: one upstream chunk read from the body, normalized and encoded
+//!   for the client: a plain content delta (the common case, no JSON parse)
+//!   and a chunk that carries usage (parsed and rewritten).
+//! - `classify/*`: an upstream error reply reduced to kind, hint and the
+//!   OpenAI shape.
+//! - compression of a 300-message conversation: not implemented in the
+//!   proxy yet, so there is nothing to measure; skipped (see README).
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::{json, Value};
+
+use hermes_proxy::api::sse::{SseEvent, SseReader};
+use hermes_proxy::body;
+use hermes_proxy::config::{self, Config};
+use hermes_proxy::provider::classify::{classify, error_in_body};
+use hermes_proxy::provider::{normalize_event, Endpoint};
+use hermes_proxy::proxy::parse_request;
+use hermes_proxy::route;
+
+const ROUTES: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[providers.demo]
+kind = "mock"
+
+[routes.bench]
+targets = [
+  { provider = "up", model = "gpt-4o-mini" },
+  { provider = "demo", model = "demo" },
+]
+"#;
+
+fn config() -> Config {
+    config::parse(ROUTES, "bench.toml", &|_| None).expect("bench config parses")
+}
+
+/// A chat request as SDKs send it: a system prompt and a few turns.
+fn chat_body(turns: usize) -> Vec<u8> {
+    let mut messages = vec![
+        json!({"role": "system", "content": "You are a helpful assistant. Answer briefly and precisely."}),
+    ];
+    for i in 0..turns {
+        messages.push(json!({"role": "user", "content": format!("Question {i}: what is the capital of France, and why is it famous?")}));
+        messages.push(json!({"role": "assistant", "content": "Paris. It is famous for the Eiffel Tower, the Louvre and its cafés."}));
+    }
+    messages.push(json!({"role": "user", "content": "Thanks! One more: and of Italy?"}));
+    serde_json::to_vec(&json!({
+        "model": "bench",
+        "messages": messages,
+        "temperature": 0.2,
+        "max_tokens": 256,
+        "stream": false,
+    }))
+    .unwrap()
+}
+
+fn request(c: &mut Criterion) {
+    let config = config();
+    let mut g = c.benchmark_group("request");
+    g.bench_function("route_resolve", |b| {
+        b.iter(|| black_box(route::resolve(&config, black_box("bench")).unwrap()))
+    });
+    for turns in [1usize, 20] {
+        let bytes = chat_body(turns);
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.bench_function(format!("parse_route_serialize/{}B", bytes.len()), |b| {
+            b.iter(|| {
+                let mut body = parse_request(black_box(&bytes), Endpoint::Chat).unwrap();
+                let model = body["model"].as_str().unwrap().to_owned();
+                let resolved = route::resolve(&config, &model).unwrap();
+                let target = resolved.candidates[0];
+                body.insert("model".into(), Value::String(target.model.to_owned()));
+                black_box(serde_json::to_vec(&body).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+const CONTENT_CHUNK: &str = r#"{"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1730000000,"model":"gpt-4o-mini","system_fingerprint":"fp_0ba0d124f1","choices":[{"index":0,"delta":{"content":" the"},"logprobs":null,"finish_reason":null}]}"#;
+const USAGE_CHUNK: &str = r#"{"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1730000000,"model":"kimi-k2.6","choices":[{"index":0,"delta":{},"finish_reason":"stop","usage":{"prompt_tokens":19,"completion_tokens":13,"total_tokens":32,"cached_tokens":10}}]}"#;
+
+/// An upstream SSE body of `n` content chunks, then usage and `[DONE]`.
+fn sse_body(n: usize) -> Bytes {
+    let mut out = String::new();
+    for _ in 0..n {
+        out.push_str("data: ");
+        out.push_str(CONTENT_CHUNK);
+        out.push_str("\n\n");
+    }
+    out.push_str("data: ");
+    out.push_str(USAGE_CHUNK);
+    out.push_str("\n\ndata: [DONE]\n\n");
+    Bytes::from(out)
+}
+
+fn sse(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("sse");
+    const N: usize = 100;
+    let upstream = sse_body(N);
+    g.throughput(Throughput::Elements(N as u64 + 2));
+    // Read + normalize + encode every event of a 100-chunk stream, as the
+    // relay does; reported per event.
+    g.bench_function("relay_stream_100_chunks", |b| {
+        b.iter_batched(
+            || SseReader::new(body::full(upstream.clone())),
+            |mut reader| {
+                rt.block_on(async {
+                    let mut out = 0usize;
+                    while let Some(event) = reader.next().await.unwrap() {
+                        if let SseEvent::Data { data, .. } = event {
+                            if data == "[DONE]" {
+                                break;
+                            }
+                            let (bytes, _usage) = normalize_event(&data).unwrap();
+                            out += bytes.len();
+                        }
+                    }
+                    black_box(out)
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("normalize_content_chunk", |b| {
+        b.iter(|| black_box(normalize_event(black_box(CONTENT_CHUNK)).unwrap()))
+    });
+    g.bench_function("normalize_usage_chunk", |b| {
+        b.iter(|| black_box(normalize_event(black_box(USAGE_CHUNK)).unwrap()))
+    });
+    g.finish();
+}
+
+const OPENAI_429: &str = r#"{"error":{"message":"Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Used 29937, Requested 385. Please try again in 644ms.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#;
+const OPENROUTER_429: &str = r#"{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"z-ai/glm-5.3-flash is temporarily rate-limited upstream. Please retry shortly","provider_name":"BaseTen"}}}"#;
+const CONTEXT_400: &str = r#"{"error":{"message":"This model's maximum context length is 4097 tokens. However, your messages resulted in 4294 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+
+fn classification(c: &mut Criterion) {
+    let now = SystemTime::now();
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from_static("0"),
+    );
+    headers.insert("x-ratelimit-reset-requests", HeaderValue::from_static("1s"));
+    let mut g = c.benchmark_group("classify");
+    for (name, status, body) in [
+        ("openai_429", StatusCode::TOO_MANY_REQUESTS, OPENAI_429),
+        (
+            "openrouter_429",
+            StatusCode::TOO_MANY_REQUESTS,
+            OPENROUTER_429,
+        ),
+        ("context_length_400", StatusCode::BAD_REQUEST, CONTEXT_400),
+        (
+            "html_502",
+            StatusCode::BAD_GATEWAY,
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(classify(status, &headers, black_box(body.as_bytes()), now)))
+        });
+    }
+    let in_body: Value = serde_json::from_str(OPENROUTER_429).unwrap();
+    g.bench_function("error_in_200_body", |b| {
+        b.iter(|| black_box(error_in_body(black_box(&in_body), &headers, now)))
+    });
+    g.finish();
+}
+
+fn compression(_c: &mut Criterion) {
+    // The issue asks for compression of a 300-message conversation; the proxy
+    // has no compression yet (routes' `compression` is parsed, not acted on).
+    eprintln!("compression/300_messages: skipped, compression is not implemented yet");
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = request, sse, classification, compression
+}
+criterion_main!(benches);

@@ -165,6 +165,11 @@ pub fn retry_hint(headers: &HeaderMap, message: &str, now: SystemTime) -> Option
 /// `throttled`: the reply was a 429, so a bucket without a remaining count may
 /// be the one that stopped us.
 fn hint(headers: &HeaderMap, message: &str, now: SystemTime, throttled: bool) -> Option<Duration> {
+    // Every successful reply is asked (is the target busy?) and nearly none
+    // carries a hint: one pass over the names beats a parsed lookup per name.
+    if !throttled && message.is_empty() && !headers.keys().any(|n| is_hint_header(n.as_str())) {
+        return None;
+    }
     header(headers, "retry-after-ms")
         .and_then(|v| parse_decimal(v, NANOS_PER_MS))
         .or_else(|| header(headers, "retry-after").and_then(|v| parse_retry_after(v, now)))
@@ -565,6 +570,13 @@ fn bucket_reset(headers: &HeaderMap, now: SystemTime, throttled: bool) -> Option
                 .ok()
         });
     go.chain(rfc).max()
+}
+
+/// Every header `hint` reads starts so.
+fn is_hint_header(name: &str) -> bool {
+    name.starts_with("retry-after")
+        || name.starts_with("x-ratelimit-")
+        || name.starts_with("anthropic-ratelimit-")
 }
 
 /// "try again after 1 seconds" (Kimi), "try again in 644ms" / "in 1.5s"
@@ -1231,6 +1243,22 @@ mod tests {
             ("x-ratelimit-reset-tokens", "12ms"),
         ]);
         assert_eq!(retry_hint(&h, "", now()), Some(Duration::from_secs(360)));
+    }
+
+    #[test]
+    fn a_success_among_ordinary_headers_is_checked_for_every_hint_header() {
+        let plain = headers(&[
+            ("content-type", "application/json"),
+            ("server", "nginx"),
+            ("x-request-id", "abc"),
+        ]);
+        assert_eq!(retry_hint(&plain, "", now()), None);
+        let busy = headers(&[
+            ("content-type", "application/json"),
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "2025-06-01T12:00:30Z"),
+        ]);
+        assert_eq!(retry_hint(&busy, "", now()), Some(Duration::from_secs(30)));
     }
 
     #[test]

@@ -230,6 +230,9 @@ async fn read_json(resp: Response<Body>, endpoint: Endpoint) -> Result<Answer, U
     let (parts, body) = resp.into_parts();
     let (bytes, read) = read_up_to(body, JSON_BODY_LIMIT).await;
     read.map_err(|e| bad(format!("upstream answer broke off: {e}")))?;
+    if let Some(usage) = skim(&bytes, endpoint) {
+        return Ok(Answer::Json { body: bytes, usage });
+    }
     let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         bad(format!(
             "upstream answered {} with invalid JSON: {e}",
@@ -277,6 +280,85 @@ fn json_as_stream(answer: Answer) -> Answer {
         first: first.freeze(),
         rest: None,
     }
+}
+
+/// The fast path of `read_json`: nearly every answer is already in the one
+/// schema. Only the fields that error detection and normalization read are
+/// parsed (the rest, message text included, is skipped, not built), into a
+/// skeleton those same functions run on. When they find no error and nothing
+/// to change, the answer's usage is returned and its bytes go on untouched;
+/// `None` (anything unusual, or a parse the full path should report) means
+/// take the full path.
+fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
+    use serde::Deserialize;
+
+    /// A `null` kept as `Some(Null)`: `normalize` treats a null `reasoning`
+    /// unlike a missing one.
+    fn keep_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        Value::deserialize(d).map(Some)
+    }
+    #[derive(Deserialize)]
+    struct Skim {
+        #[serde(default)]
+        usage: Option<Value>,
+        #[serde(default)]
+        error: Option<Value>,
+        #[serde(default)]
+        object: Option<Value>,
+        #[serde(default)]
+        choices: Option<Vec<SkimChoice>>,
+    }
+    #[derive(Deserialize)]
+    struct SkimChoice {
+        #[serde(default)]
+        usage: Option<Value>,
+        #[serde(default)]
+        message: Option<SkimMessage>,
+    }
+    #[derive(Deserialize)]
+    struct SkimMessage {
+        #[serde(default)]
+        reasoning_content: Option<Value>,
+        #[serde(default, deserialize_with = "keep_null")]
+        reasoning: Option<Value>,
+    }
+    fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+        if let Some(v) = value {
+            obj.insert(key.to_owned(), v);
+        }
+    }
+
+    // A top-level array is an error shape (and serde would read it as a struct).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let skim: Skim = serde_json::from_slice(bytes).ok()?;
+    let mut top = Map::new();
+    put(&mut top, "usage", skim.usage);
+    put(&mut top, "error", skim.error);
+    put(&mut top, "object", skim.object);
+    if let Some(choices) = skim.choices {
+        let choices = choices.into_iter().map(|c| {
+            let mut choice = Map::new();
+            put(&mut choice, "usage", c.usage);
+            if let Some(m) = c.message {
+                let mut message = Map::new();
+                put(&mut message, "reasoning_content", m.reasoning_content);
+                put(&mut message, "reasoning", m.reasoning);
+                choice.insert("message".into(), Value::Object(message));
+            }
+            Value::Object(choice)
+        });
+        top.insert("choices".into(), Value::Array(choices.collect()));
+    }
+    let mut skeleton = Value::Object(top);
+    if classify::error_in_body(&skeleton, &http::HeaderMap::new(), SystemTime::now()).is_some() {
+        return None;
+    }
+    if endpoint != Endpoint::Embeddings && normalize::completion(&mut skeleton) {
+        return None;
+    }
+    Some(normalize::usage(&skeleton))
 }
 
 async fn first_event(resp: Response<Body>) -> Result<Answer, UpstreamError> {
@@ -331,4 +413,85 @@ pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamErr
         sse::data(data.as_bytes())
     };
     Ok((bytes, usage))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the full path decides: (an error?, rewritten?, usage).
+    fn full(bytes: &[u8], endpoint: Endpoint) -> (bool, bool, Option<Usage>) {
+        let mut v: Value = serde_json::from_slice(bytes).unwrap();
+        let err = classify::error_in_body(&v, &http::HeaderMap::new(), SystemTime::now()).is_some();
+        let changed = endpoint != Endpoint::Embeddings && normalize::completion(&mut v);
+        (err, changed, normalize::usage(&v))
+    }
+
+    #[test]
+    fn skim_takes_the_fast_path_only_where_the_full_path_changes_nothing() {
+        let normal = r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi","refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":1}}}"#;
+        let cases: &[(&str, bool)] = &[
+            (normal, true),
+            // no usage at all: nothing to normalize
+            (r#"{"choices":[{"message":{"content":"x"}}]}"#, true),
+            (
+                r#"{"choices":[{"message":null,"usage":null}],"usage":null,"error":null}"#,
+                true,
+            ),
+            // usage to complete or hoist (Kimi), reasoning to rename
+            (
+                r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#,
+                false,
+            ),
+            (
+                r#"{"choices":[{"message":{"content":"x"},"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"prompt_tokens_details":{"cached_tokens":0}}}]}"#,
+                false,
+            ),
+            (
+                r#"{"choices":[{"message":{"content":"4","reasoning":"2+2"}}]}"#,
+                false,
+            ),
+            // a null `reasoning` beside `reasoning_content` is dropped by the full path
+            (
+                r#"{"choices":[{"message":{"reasoning_content":"r","reasoning":null}}]}"#,
+                false,
+            ),
+            // errors in a 200 body, and shapes the skeleton does not model
+            (r#"{"error":{"message":"busy","code":429}}"#, false),
+            (r#"{"object":"error","message":"bad","code":400}"#, false),
+            (r#"[{"error":{"message":"busy"}}]"#, false),
+            (r#"{"choices":{"message":{}}}"#, false),
+            (r#"{"usage":1,"usage":2}"#, false),
+        ];
+        for (body, fast) in cases {
+            let got = skim(body.as_bytes(), Endpoint::Chat);
+            assert_eq!(got.is_some(), *fast, "{body}");
+            if let Some(usage) = got {
+                assert_eq!(
+                    full(body.as_bytes(), Endpoint::Chat),
+                    (false, false, usage),
+                    "{body}"
+                );
+            }
+        }
+        assert_eq!(
+            skim(normal.as_bytes(), Endpoint::Chat),
+            Some(Some(normalize::Usage {
+                prompt: 5,
+                completion: 2,
+                cached: 1
+            }))
+        );
+    }
+
+    #[test]
+    fn skim_reads_embedding_usage_without_building_the_vectors() {
+        let body = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2,0.3]}],"model":"m","usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        let usage = skim(body.as_bytes(), Endpoint::Embeddings).expect("fast path");
+        assert_eq!(
+            full(body.as_bytes(), Endpoint::Embeddings),
+            (false, false, usage)
+        );
+        assert_eq!(usage.map(|u| u.prompt), Some(3));
+    }
 }
