@@ -6,7 +6,6 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
-use subtle::ConstantTimeEq;
 
 use crate::config::{ClientKey, Secret};
 use crate::error::ApiError;
@@ -73,7 +72,7 @@ impl Auth {
         let mut found = None;
         for key in &self.keys {
             if let Some(secret) = &key.secret {
-                if bool::from(secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
+                if secret.matches(presented) {
                     found = Some(key);
                 }
             }
@@ -95,12 +94,17 @@ impl Auth {
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        let v = v.to_str().ok()?;
-        let (scheme, token) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        return bearer_token(headers);
     }
     headers.get("x-api-key")?.to_str().ok().map(str::trim)
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 #[cfg(test)]

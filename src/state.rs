@@ -71,9 +71,7 @@ impl Shared {
             source,
         })
     }
-}
 
-impl Shared {
     /// The metrics page. Gauges that describe state (cooldowns) are set from
     /// that state here, so they can never be left stale.
     pub fn render_metrics(&self) -> Vec<u8> {
@@ -86,9 +84,7 @@ impl Shared {
         }
         self.metrics.render()
     }
-}
 
-impl Shared {
     /// An answer's real token usage: counted in metrics, and charged to the
     /// provider's `tpm` budget where it exceeded the estimate made before sending.
     pub fn account(&self, provider: &str, estimated: u32, usage: Usage) {

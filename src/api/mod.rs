@@ -198,15 +198,8 @@ fn admin_reload(shared: &Shared, headers: &HeaderMap) -> Result<Response<Body>, 
             path: "/admin/reload (set admin_key_env in [server] to enable it)".into(),
         });
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        presented.as_bytes(),
-        admin_key.expose().as_bytes(),
-    )) {
+    let presented = crate::auth::bearer_token(headers).unwrap_or_default();
+    if !admin_key.matches(presented) {
         return Err(ApiError::InvalidApiKey);
     }
     drop(rt);

@@ -28,6 +28,13 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Compares in constant time, so timing does not reveal how much of a
+    /// guessed key was right.
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
 }
 
 impl fmt::Debug for Secret {

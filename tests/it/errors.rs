@@ -454,37 +454,14 @@ async fn a_chunked_body_over_max_body_bytes_is_413() {
     );
     let proxy = Proxy::start(&toml).await;
     let body = chat_body_of_len(2400);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
-        .as_bytes()
-        .chunks(300)
-        .map(|c| Ok(c.to_vec()))
-        .collect();
-    let resp = http()
-        .post(proxy.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chunked(&proxy, body.as_bytes(), 300).await;
     ErrorReply::read(resp)
         .await
         .expect(413, "request_too_large");
     assert_eq!(up.request_count(), 0);
 
     // A chunked body under the limit goes through.
-    let small: Vec<Result<Vec<u8>, std::io::Error>> = chat("main")
-        .to_string()
-        .into_bytes()
-        .chunks(10)
-        .map(|c| Ok(c.to_vec()))
-        .collect();
-    let resp = http()
-        .post(proxy.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(stream::iter(small)))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chunked(&proxy, chat("main").to_string().as_bytes(), 10).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -820,4 +797,17 @@ async fn an_upstream_echoing_any_kind_of_key_does_not_leak_it_to_the_client() {
     let text = resp.text().await.unwrap();
     assert!(text.contains("groq") && text.contains("401"), "{text}");
     assert!(!text.contains("SECRET"), "the provider key leaked: {text}");
+}
+
+/// POSTs `body` in `chunk`-byte pieces with no content-length (chunked).
+async fn post_chunked(proxy: &Proxy, body: &[u8], chunk: usize) -> reqwest::Response {
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(chunk).map(|c| Ok(c.to_vec())).collect();
+    http()
+        .post(proxy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream::iter(pieces)))
+        .send()
+        .await
+        .unwrap()
 }
