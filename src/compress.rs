@@ -25,26 +25,7 @@ const TOOL_PLACEHOLDER: &str = "[tool output cleared by hermes-proxy to fit the 
 pub const SUMMARY_PREFIX: &str =
     "[Summary of the earlier conversation, written by hermes-proxy to fit the context window]\n";
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// Tool results kept verbatim, newest first.
-    pub keep_tool_outputs: usize,
-    /// Most tokens of recent turns kept verbatim around a summary.
-    pub recent_tokens: u32,
-    /// A summarized conversation aims at this share of the window, so a
-    /// growing conversation is not compressed again on every turn.
-    pub target_ratio: f64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            keep_tool_outputs: 3,
-            recent_tokens: 8000,
-            target_ratio: 0.5,
-        }
-    }
-}
+pub use crate::config::CompressionSettings as Settings;
 
 /// What compression did, for the `x-hermes-compressed` header and the log.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -176,7 +176,7 @@ async fn get_json(
 }
 
 /// The context limit a provider's error message states, if it states one
-/// (see WIRE.md: OpenAI, vLLM, OpenRouter, llama.cpp, Kimi, Anthropic).
+/// (the wordings of OpenAI, vLLM, OpenRouter, llama.cpp, Kimi and Anthropic).
 pub fn stated_limit(message: &str) -> Option<u32> {
     let lower = message.to_ascii_lowercase();
     let after = |anchor: &str| {

@@ -164,11 +164,23 @@ impl Metrics {
         }
     }
 
-    /// Creates every bounded series a config implies at 0, so each SPEC
-    /// family is on /metrics before its first event (and rates start from 0).
+    /// Creates every bounded series a config implies at 0, so each documented
+    /// metric family is on /metrics before its first event (and rates start from 0).
     pub fn register_series(&self, config: &crate::config::Config) {
         for result in ["success", "failure"] {
             self.config_reloads.with_label_values(&[result]);
+        }
+        // A retry happens on the last usable target for these kinds (see failover).
+        for provider in &config.providers {
+            for reason in [
+                "rate_limited",
+                "overloaded",
+                "server_error",
+                "connect_error",
+                "timeout",
+            ] {
+                self.retries.with_label_values(&[&provider.name, reason]);
+            }
         }
         for route in &config.routes {
             for outcome in ["compressed", "dropped", "too_long"] {

@@ -197,7 +197,29 @@ pub struct Agent {
 pub struct Compression {
     /// The route that writes summaries; None = the request's own route.
     pub summarizer: Option<String>,
-    pub settings: crate::compress::Settings,
+    pub settings: CompressionSettings,
+}
+
+/// How conversations are compressed (see the compressor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressionSettings {
+    /// Tool results kept verbatim, newest first.
+    pub keep_tool_outputs: usize,
+    /// Most tokens of recent turns kept verbatim around a summary.
+    pub recent_tokens: u32,
+    /// A summarized conversation aims at this share of the window, so a
+    /// growing conversation is not compressed again on every turn.
+    pub target_ratio: f64,
+}
+
+impl Default for CompressionSettings {
+    fn default() -> Self {
+        CompressionSettings {
+            keep_tool_outputs: 3,
+            recent_tokens: 8000,
+            target_ratio: 0.5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

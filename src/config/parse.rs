@@ -1215,7 +1215,7 @@ impl<'a> Checker<'a> {
 
     fn compression(&mut self, section: &Section, route_names: &[&str]) -> Compression {
         self.known_keys(section, COMPRESSION_KEYS);
-        let defaults = crate::compress::Settings::default();
+        let defaults = super::CompressionSettings::default();
         let summarizer = self.nonempty_string(section, "summarizer");
         if let Some(route) = &summarizer {
             if !route_names.contains(&route.as_str()) {
@@ -1252,7 +1252,7 @@ impl<'a> Checker<'a> {
         }
         Compression {
             summarizer,
-            settings: crate::compress::Settings {
+            settings: super::CompressionSettings {
                 keep_tool_outputs: self
                     .positive(section, "keep_tool_outputs")
                     .unwrap_or(defaults.keep_tool_outputs),

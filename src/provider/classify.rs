@@ -1,6 +1,7 @@
 //! Upstream error classification.
 //!
-//! Every provider reports failure in its own shape (see WIRE.md). Failover only
+//! Every provider reports failure in its own shape (the samples in the tests
+//! below are the bodies and headers each provider really sends). Failover only
 //! needs two facts from a reply — what kind of failure it was and when the
 //! upstream said to come back — and the client needs one OpenAI-shaped body.
 //! This module derives all three. It is pure (callers pass `now`) so every rule
@@ -180,7 +181,7 @@ fn hint(headers: &HeaderMap, message: &str, now: SystemTime, throttled: bool) ->
 // ---------------------------------------------------------------------------
 // Classification
 
-/// Phrases that mean the prompt does not fit, from WIRE.md plus Gemini's and
+/// Phrases that mean the prompt does not fit, from the providers' real error messages plus Gemini's and
 /// Bedrock's wording. Not "too many tokens": that is throttling.
 const CONTEXT_PHRASES: &[&str] = &[
     "maximum context length",
@@ -770,7 +771,7 @@ mod tests {
         classify_with(status, &[], body)
     }
 
-    // --- Rate limits and quota (WIRE.md) ---
+    // --- Rate limits and quota, as providers send them ---
 
     #[test]
     fn openai_429_tpm_is_rate_limited_with_644ms_hint_from_message() {
@@ -936,7 +937,7 @@ mod tests {
         assert_eq!(err.code.as_deref(), Some("503"));
     }
 
-    // --- Context length (WIRE.md) ---
+    // --- Context length, as providers send it ---
 
     #[test]
     fn openai_400_context_length_exceeded_by_code() {
