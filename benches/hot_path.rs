@@ -25,13 +25,15 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
-use hermes_proxy::api::sse::{SseEvent, SseReader};
 use hermes_proxy::body;
 use hermes_proxy::config::{self, Config};
 use hermes_proxy::provider::classify::{classify, error_in_body};
-use hermes_proxy::provider::{normalize_event, Endpoint};
-use hermes_proxy::proxy::parse_request;
+use hermes_proxy::provider::normalize_event;
 use hermes_proxy::route;
+use hermes_proxy::upstream::Client;
+use hermes_proxy::wire::chat::parse_request;
+use hermes_proxy::wire::chat::Endpoint;
+use hermes_proxy::wire::sse::{SseEvent, SseReader};
 
 const ROUTES: &str = r#"
 [server]
@@ -77,9 +79,10 @@ fn chat_body(turns: usize) -> Vec<u8> {
 
 fn request(c: &mut Criterion) {
     let config = config();
+    let routes = route::Routes::new(&config, &Client::new(Duration::from_secs(1)));
     let mut g = c.benchmark_group("request");
     g.bench_function("route_resolve", |b| {
-        b.iter(|| black_box(route::resolve(&config, black_box("bench")).unwrap()))
+        b.iter(|| black_box(routes.resolve(black_box("bench")).unwrap()))
     });
     for turns in [1usize, 20] {
         let bytes = chat_body(turns);
@@ -88,9 +91,9 @@ fn request(c: &mut Criterion) {
             b.iter(|| {
                 let mut body = parse_request(black_box(&bytes), Endpoint::Chat).unwrap();
                 let model = body["model"].as_str().unwrap().to_owned();
-                let resolved = route::resolve(&config, &model).unwrap();
-                let target = resolved.candidates[0];
-                body.insert("model".into(), Value::String(target.model.to_owned()));
+                let resolved = routes.resolve(&model).unwrap();
+                let target = &resolved.targets[0];
+                body.insert("model".into(), Value::String(target.model.clone()));
                 black_box(serde_json::to_vec(&body).unwrap())
             })
         });
@@ -198,7 +201,7 @@ fn classification(c: &mut Criterion) {
 /// Answers at once, remembering what it wrote: the proxy's own cost only.
 struct InstantSummarizer(std::collections::HashMap<u64, String>, bool);
 
-impl hermes_proxy::compress::Summarizer for InstantSummarizer {
+impl hermes_proxy::pipeline::compress::Summarizer for InstantSummarizer {
     fn cached(&self, key: u64) -> Option<String> {
         self.0.get(&key).cloned()
     }
@@ -235,7 +238,7 @@ fn agent_conversation(n: usize) -> Vec<Value> {
 }
 
 fn compression(c: &mut Criterion) {
-    use hermes_proxy::compress::{compress, Settings};
+    use hermes_proxy::pipeline::compress::{compress, Settings};
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -244,7 +247,7 @@ fn compression(c: &mut Criterion) {
         .as_object()
         .unwrap()
         .clone();
-    hermes_proxy::compress::count(&conversation); // load the tokenizer outside the measurement
+    hermes_proxy::pipeline::compress::count(&conversation); // load the tokenizer outside the measurement
     let settings = Settings::default();
     let mut g = c.benchmark_group("compression");
     g.bench_function("300_messages_summarized", |b| {

@@ -1,15 +1,138 @@
-//! The request path's one error type, and the one place errors become
-//! OpenAI-shaped HTTP responses. Internals never reach the client: every
-//! variant renders its own short message.
+//! The request path's errors, one enum per boundary: [`UpstreamError`] for
+//! what one upstream attempt said (classified by `provider::classify`), and
+//! [`ApiError`] for what the client is told. Each knows its HTTP status and
+//! code; `wire::error` renders them in the client's dialect. Internals never
+//! reach the client: every variant renders its own short message.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
-use serde_json::json;
+use http::StatusCode;
 
-use crate::body::{full, Body};
-use crate::provider::classify::UpstreamError;
+/// What an upstream reply means for failover. One per upstream attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    RateLimited,
+    QuotaExhausted,
+    ContextLength,
+    Overloaded,
+    ServerError,
+    Timeout,
+    ConnectError,
+    ClientError,
+    AuthError,
+}
+
+impl ErrorKind {
+    /// The metric label word (`hermes_upstream_requests_total{outcome=...}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::QuotaExhausted => "quota_exhausted",
+            ErrorKind::ContextLength => "context_length",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::ServerError => "server_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ConnectError => "connect_error",
+            ErrorKind::ClientError => "client_error",
+            ErrorKind::AuthError => "auth_error",
+        }
+    }
+
+    /// Worth trying another target (or the same later): everything but
+    /// ClientError and ContextLength, which would fail the same way anywhere
+    /// (context length is fixed by compressing, not by moving).
+    pub fn fails_over(self) -> bool {
+        !matches!(self, ErrorKind::ClientError | ErrorKind::ContextLength)
+    }
+}
+
+/// An upstream error reduced to the fields of the OpenAI error shape, plus
+/// what failover needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamError {
+    pub kind: ErrorKind,
+    /// The upstream HTTP status, or the embedded code for a 200-with-error body
+    /// (0 when there was no HTTP exchange at all).
+    pub status: u16,
+    /// Human message, normalized: OpenRouter's `metadata.raw` preferred and
+    /// prefixed with `provider_name`; Ollama's bare string; API keys masked.
+    pub message: String,
+    pub error_type: Option<String>,
+    /// Upstream's `error.code`, numbers stringified.
+    pub code: Option<String>,
+    pub param: Option<String>,
+    /// When the upstream said to come back, if it said.
+    pub retry_after: Option<Duration>,
+}
+
+impl UpstreamError {
+    /// A failure with no HTTP reply: status 504 for a timeout (what a gateway
+    /// would have said), 0 otherwise.
+    pub fn transport(kind: ErrorKind, message: impl Into<String>) -> Self {
+        UpstreamError {
+            kind,
+            status: if kind == ErrorKind::Timeout { 504 } else { 0 },
+            message: mask_keys(&message.into()),
+            error_type: None,
+            code: None,
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    /// Short one-line summary for 502 messages, e.g.
+    /// `429 rate_limited: Rate limit reached for ...`.
+    pub fn summary(&self) -> String {
+        let message = one_line(&self.message, SUMMARY_CHARS);
+        if self.status == 0 {
+            format!("{}: {}", self.kind.as_str(), message)
+        } else {
+            format!("{} {}: {}", self.status, self.kind.as_str(), message)
+        }
+    }
+}
+
+/// How much of a message goes into a one-line summary.
+const SUMMARY_CHARS: usize = 160;
+
+/// Collapse whitespace to single spaces and cut to `max` chars.
+pub fn one_line(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let cut: String = flat.chars().take(max).collect();
+    format!("{}...", cut.trim_end())
+}
+
+/// Mask anything that looks like a provider key (`sk-...`: OpenAI, Kimi,
+/// OpenRouter, Anthropic) before a message can reach a client or a log;
+/// upstreams sometimes echo the key they rejected.
+pub fn mask_keys(message: &str) -> String {
+    const MIN_KEY_LEN: usize = 20;
+    let is_key_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest
+        .match_indices("sk")
+        .map(|(i, _)| i)
+        .find(|&i| matches!(rest.as_bytes().get(i + 2), Some(b'-' | b'_')))
+    {
+        let starts_word = !rest[..at].chars().next_back().is_some_and(is_key_char);
+        let len = rest[at..]
+            .find(|c: char| !is_key_char(c))
+            .unwrap_or(rest.len() - at);
+        out.push_str(&rest[..at]);
+        if starts_word && len >= MIN_KEY_LEN {
+            out.push_str("sk-***");
+        } else {
+            out.push_str(&rest[at..at + len.max(3)]);
+        }
+        rest = &rest[at + len.max(3)..];
+    }
+    out.push_str(rest);
+    out
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -104,58 +227,13 @@ impl ApiError {
         }
     }
 
-    fn error_type(&self) -> &'static str {
-        match self.status().as_u16() {
-            401 => "authentication_error",
-            403 => "permission_error",
-            429 => "rate_limit_error",
-            502 => "upstream_error",
-            503 => "service_unavailable",
-            504 => "timeout_error",
-            _ => "invalid_request_error",
-        }
-    }
-
-    /// The `{"error": {...}}` object, also used as a stream's final error chunk.
-    pub fn to_json(&self) -> serde_json::Value {
-        if let ApiError::Upstream(e) = self {
-            return e.to_openai_json();
-        }
-        let param = match self {
-            ApiError::InvalidRequest { param, .. } => *param,
-            ApiError::ModelNotFound { .. } | ApiError::ModelNotAllowed(_) => Some("model"),
-            ApiError::ContextLength(_) => Some("messages"),
-            _ => None,
-        };
-        json!({"error": {
-            "message": self.to_string(),
-            "type": self.error_type(),
-            "param": param,
-            "code": self.code(),
-        }})
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
+    /// What the client is told to wait, where the error carries a wait.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::KeyRateLimited { retry_after }
             | ApiError::AllRateLimited { retry_after, .. } => Some(*retry_after),
             ApiError::Upstream(e) => e.retry_after,
             _ => None,
         }
-    }
-
-    pub fn into_response(self) -> Response<Body> {
-        let body = Bytes::from(serde_json::to_vec(&self.to_json()).unwrap_or_default());
-        let mut resp = Response::new(full(body));
-        *resp.status_mut() = self.status();
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(wait) = self.retry_after() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs_ceil(wait)));
-        }
-        resp
     }
 }

@@ -1,38 +1,36 @@
 //! hermes-proxy: every LLM provider behind one OpenAI-compatible API.
 //!
-//! A request's path, one module per stage, in the order it runs:
+//! A request's path, one module per stage, in the order it runs (a module
+//! only imports modules listed after it; `tests/architecture.rs` checks it):
 //! - [`server`]: accept loop, HTTP/1.1 + h2c, graceful shutdown
-//! - [`api`]: request id, CORS, dispatch by path, errors to responses, metrics
-//! - [`proxy`]: auth ([`auth`]), body limits and checks, routing ([`route`]), the deadline
-//! - [`failover`]: attempts over a route's targets in the [`balance`] strategy's
-//!   order, with [`cooldown`]s, backoff and proactive [`limits`]
-//! - [`provider`]: one attempt: OpenAI-wire or built-in mock upstream; error
-//!   classification ([`provider::classify`]) and normalization ([`provider::normalize`])
+//! - [`http`]: the edge layers (request id, access log and metrics, CORS),
+//!   dispatch by path; a proxied request is read in its dialect and becomes
+//!   one canonical [`pipeline::Exchange`]
+//! - [`runtime`]: the current config's [`runtime::Generation`] (auth, every
+//!   route's stack) behind an `ArcSwap`, [`runtime::reload`]ed live
+//! - [`pipeline`]: a route's stack as a tower `Service`: its layers around
+//!   [`pipeline::Failover`] (attempts, backoff, cooldowns, with per-attempt
+//!   hooks for proactive limits and compression); the stream relay
+//! - [`route`]: a client's `model` -> the plan of targets
+//! - [`provider`]: `trait Provider`, one attempt: OpenAI-wire or the built-in
+//!   mock; error classification
 //! - [`upstream`]: the pooled hyper client (rustls, HTTP/2 by ALPN)
-//! - [`relay`]: a stream's remaining events back to the client
 //!
-//! Around it: [`config`] (routes.toml, validated with every error at once;
-//! [`reload`]ed live),
-//! [`state`] (the runtime behind an `ArcSwap`), [`metrics`], [`cli`].
+//! Beneath them all: [`auth`], [`metrics`], [`wire`] (dialects: parsing and
+//! encoding), [`error`], [`config`] (routes.toml, every error at once) and
+//! [`body`]. [`cli`] is the command line's other commands.
 
-pub mod api;
 pub mod auth;
-pub mod balance;
 pub mod body;
 pub mod cli;
-pub mod compress;
 pub mod config;
-pub mod context;
-pub mod cooldown;
 pub mod error;
-pub mod failover;
-pub mod limits;
+pub mod http;
 pub mod metrics;
+pub mod pipeline;
 pub mod provider;
-pub mod proxy;
-pub mod relay;
-pub mod reload;
 pub mod route;
+pub mod runtime;
 pub mod server;
-pub mod state;
 pub mod upstream;
+pub mod wire;

@@ -6,8 +6,9 @@ use std::time::Duration;
 use clap::Parser;
 use hermes_proxy::cli::{self, Cli, Command, ConfigAction, LogFormat};
 use hermes_proxy::config::check_listen;
-use hermes_proxy::reload::{self, ConfigSource};
-use hermes_proxy::{server, state::Shared};
+use hermes_proxy::runtime::reload::{self, ConfigSource};
+use hermes_proxy::runtime::State;
+use hermes_proxy::server;
 
 /// How long a stop waits for in-flight requests before closing them.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -92,9 +93,9 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
         routes.join(", "),
         enabled.join(", ")
     );
-    let shared = Shared::with_source(config, source.path.clone().map(ConfigSource::from_env));
+    let state = State::with_source(config, source.path.clone().map(ConfigSource::from_env));
     // Kept alive for as long as the server runs: dropping it stops the watching.
-    let _watcher = match reload::watch(shared.clone()) {
+    let _watcher = match reload::watch(state.clone()) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(
@@ -104,8 +105,8 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
             None
         }
     };
-    reload::on_sighup(shared.clone());
-    server::run(listener, shared, server::shutdown_signal(), DRAIN).await;
+    reload::on_sighup(state.clone());
+    server::run(listener, state, server::shutdown_signal(), DRAIN).await;
     tracing::info!("stopped");
     Ok(0)
 }

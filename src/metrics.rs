@@ -201,7 +201,7 @@ impl Metrics {
         out
     }
 
-    pub fn record_usage(&self, provider: &str, usage: crate::provider::normalize::Usage) {
+    pub fn record_usage(&self, provider: &str, usage: crate::wire::usage::Usage) {
         for (kind, n) in [
             ("prompt", usage.prompt),
             ("completion", usage.completion),

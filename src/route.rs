@@ -1,89 +1,163 @@
-//! The route table: a client's `model` becomes an ordered list of candidate
-//! targets. Pure lookups over the config; no I/O.
+//! The route table: a client's `model` becomes a [`Plan`], the ordered
+//! targets a request may be sent to. Built once per config (so a request
+//! only looks a name up); no I/O.
 
-use crate::config::{Config, Provider, Strategy};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{self, Config, Strategy};
 use crate::error::ApiError;
+use crate::provider::{self, Provider};
+use crate::upstream::Client;
 
 /// One place a request may be sent.
-#[derive(Debug, Clone, Copy)]
-pub struct Candidate<'a> {
-    pub provider: &'a Provider,
-    pub model: &'a str,
+#[derive(Clone)]
+pub struct Target {
+    pub provider: Arc<config::Provider>,
+    /// The provider's dialect, built once per config.
+    pub adapter: Arc<dyn Provider>,
+    pub model: String,
     /// For the `weighted` strategy.
     pub weight: u32,
     /// From routes.toml, if given.
     pub context_window: Option<u32>,
 }
 
-#[derive(Debug)]
-pub struct Resolved<'a> {
+/// Where one request may go, and how.
+#[derive(Clone, Debug)]
+pub struct Plan {
     /// A route name, or `provider/*` for direct addressing: a bounded label.
     pub label: String,
     /// Enabled targets, in the route's order.
-    pub candidates: Vec<Candidate<'a>>,
+    pub targets: Vec<Target>,
     pub strategy: Strategy,
     /// Compress conversations that do not fit a target's window.
     pub compression: bool,
+    /// Continue a broken text stream on the route's next target.
+    pub resume: bool,
     /// The `model` the client asked for (the default summarizer route).
     pub requested: String,
 }
 
-/// `model` is a route name, or `provider/model` to address a provider directly
-/// (retries on that provider, no fallback).
-pub fn resolve<'a>(config: &'a Config, model: &'a str) -> Result<Resolved<'a>, ApiError> {
-    if let Some(route) = config.route(model) {
-        let candidates: Vec<Candidate> = route
-            .targets
-            .iter()
-            .filter_map(|t| {
-                let provider = config.provider(&t.provider)?;
-                provider.enabled.then_some(Candidate {
-                    provider,
-                    model: &t.model,
-                    weight: t.weight,
-                    context_window: t.context_window,
-                })
-            })
-            .collect();
-        if candidates.is_empty() {
-            return Err(ApiError::Unavailable(format!(
-                "route `{model}` has no enabled target: set the API key variables its providers name (see `hermes-proxy check`)"
-            )));
-        }
-        return Ok(Resolved {
-            label: route.name.clone(),
-            candidates,
-            strategy: route.strategy,
-            compression: route.compression,
-            requested: model.to_owned(),
-        });
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("provider", &self.provider.name)
+            .field("model", &self.model)
+            .field("weight", &self.weight)
+            .field("context_window", &self.context_window)
+            .finish()
     }
-    if let Some((provider_name, target_model)) = model.split_once('/') {
-        if let Some(provider) = config.provider(provider_name).filter(|p| p.enabled) {
-            if !target_model.is_empty() {
-                return Ok(Resolved {
-                    label: format!("{provider_name}/*"),
-                    candidates: vec![Candidate {
-                        provider,
-                        model: target_model,
-                        weight: 1,
-                        context_window: None,
-                    }],
-                    strategy: Strategy::Fallback,
-                    compression: true,
-                    requested: model.to_owned(),
-                });
-            }
-        }
-    }
-    Err(ApiError::ModelNotFound {
-        model: model.to_owned(),
-        available: available_models(config),
-    })
 }
 
-/// Route names, then `provider/model` for every target of an enabled provider.
-pub fn available_models(config: &Config) -> Vec<String> {
+/// Every route's plan and every enabled provider's adapter, for one config.
+pub struct Routes {
+    /// None: the route has no enabled target.
+    plans: HashMap<String, Option<Arc<Plan>>>,
+    providers: HashMap<String, (Arc<config::Provider>, Arc<dyn Provider>)>,
+    available: Vec<String>,
+}
+
+impl Routes {
+    pub fn new(config: &Config, client: &Client) -> Self {
+        let providers: HashMap<_, _> = config
+            .providers
+            .iter()
+            .filter(|p| p.enabled)
+            .map(|p| {
+                let p = Arc::new(p.clone());
+                let adapter = provider::build(&p, client);
+                (p.name.clone(), (p, adapter))
+            })
+            .collect();
+        let plans = config
+            .routes
+            .iter()
+            .map(|route| {
+                let targets: Vec<Target> = route
+                    .targets
+                    .iter()
+                    .filter_map(|t| {
+                        let (provider, adapter) = providers.get(&t.provider)?;
+                        Some(Target {
+                            provider: provider.clone(),
+                            adapter: adapter.clone(),
+                            model: t.model.clone(),
+                            weight: t.weight,
+                            context_window: t.context_window,
+                        })
+                    })
+                    .collect();
+                let plan = (!targets.is_empty()).then(|| {
+                    Arc::new(Plan {
+                        label: route.name.clone(),
+                        targets,
+                        strategy: route.strategy,
+                        compression: route.compression,
+                        resume: route.resume,
+                        requested: route.name.clone(),
+                    })
+                });
+                (route.name.clone(), plan)
+            })
+            .collect();
+        Routes {
+            plans,
+            providers,
+            available: available_models(config),
+        }
+    }
+
+    /// `model` is a route name, or `provider/model` to address a provider
+    /// directly (retries on that provider, no fallback).
+    pub fn resolve(&self, model: &str) -> Result<Arc<Plan>, ApiError> {
+        match self.plans.get(model) {
+            Some(Some(plan)) => return Ok(plan.clone()),
+            Some(None) => {
+                return Err(ApiError::Unavailable(format!(
+                    "route `{model}` has no enabled target: set the API key variables its providers name (see `hermes-proxy check`)"
+                )))
+            }
+            None => {}
+        }
+        if let Some((name, target_model)) = model.split_once('/') {
+            if let Some((provider, adapter)) = self.providers.get(name) {
+                if !target_model.is_empty() {
+                    return Ok(Arc::new(Plan {
+                        label: format!("{name}/*"),
+                        targets: vec![Target {
+                            provider: provider.clone(),
+                            adapter: adapter.clone(),
+                            model: target_model.to_owned(),
+                            weight: 1,
+                            context_window: None,
+                        }],
+                        strategy: Strategy::Fallback,
+                        compression: true,
+                        resume: false,
+                        requested: model.to_owned(),
+                    }));
+                }
+            }
+        }
+        Err(ApiError::ModelNotFound {
+            model: model.to_owned(),
+            available: self.available.clone(),
+        })
+    }
+
+    /// Route names, then `provider/model` for every target of an enabled provider.
+    pub fn available(&self) -> &[String] {
+        &self.available
+    }
+
+    /// Whether some route has an enabled target.
+    pub fn any_usable(&self) -> bool {
+        self.plans.values().any(Option::is_some)
+    }
+}
+
+fn available_models(config: &Config) -> Vec<String> {
     let mut out: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
     for route in &config.routes {
         for t in &route.targets {
@@ -101,37 +175,34 @@ pub fn available_models(config: &Config) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn config() -> Config {
-        crate::config::parse(crate::config::EMBEDDED, "routes.toml", &|_| None)
-            .expect("embedded config parses")
+    fn routes() -> Routes {
+        let config = crate::config::parse(crate::config::EMBEDDED, "routes.toml", &|_| None)
+            .expect("embedded config parses");
+        Routes::new(&config, &Client::new(std::time::Duration::from_secs(1)))
     }
 
     #[test]
     fn route_name_resolves_to_enabled_targets_in_order() {
-        let config = config();
-        let r = resolve(&config, "default").unwrap();
-        let names: Vec<&str> = r
-            .candidates
-            .iter()
-            .map(|c| c.provider.name.as_str())
-            .collect();
+        let routes = routes();
+        let r = routes.resolve("default").unwrap();
+        let names: Vec<&str> = r.targets.iter().map(|c| c.provider.name.as_str()).collect();
         assert_eq!(names, ["local", "demo"]); // kimi and openrouter have no key set
         assert_eq!(r.label, "default");
     }
 
     #[test]
     fn provider_slash_model_addresses_one_provider_with_a_bounded_label() {
-        let config = config();
-        let r = resolve(&config, "local/meta-llama/llama-3.1-8b").unwrap();
-        assert_eq!(r.candidates.len(), 1);
-        assert_eq!(r.candidates[0].model, "meta-llama/llama-3.1-8b");
+        let routes = routes();
+        let r = routes.resolve("local/meta-llama/llama-3.1-8b").unwrap();
+        assert_eq!(r.targets.len(), 1);
+        assert_eq!(r.targets[0].model, "meta-llama/llama-3.1-8b");
         assert_eq!(r.label, "local/*");
     }
 
     #[test]
     fn unknown_model_lists_what_is_available() {
-        let config = config();
-        let err = resolve(&config, "gpt-9").unwrap_err();
+        let routes = routes();
+        let err = routes.resolve("gpt-9").unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("gpt-9") && msg.contains("default") && msg.contains("demo/demo"),
@@ -139,7 +210,7 @@ mod tests {
         );
         // a disabled provider cannot be addressed directly
         assert!(matches!(
-            resolve(&config, "kimi/kimi-k2.6"),
+            routes.resolve("kimi/kimi-k2.6"),
             Err(ApiError::ModelNotFound { .. })
         ));
     }

@@ -9,30 +9,24 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::api;
-use crate::state::Shared;
-
-type HandlerFuture = std::pin::Pin<
-    Box<
-        dyn Future<Output = Result<http::Response<crate::body::Body>, std::convert::Infallible>>
-            + Send,
-    >,
->;
+use crate::http;
+use crate::runtime::State;
 
 pub async fn run(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    state: Arc<State>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
+    let service = http::service(state);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -49,15 +43,11 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        // Boxed so the connection future's type does not carry the handler's
-        // borrowed lifetimes, which the compiler cannot prove `Send` for all of.
-        let service = service_fn(move |req| -> HandlerFuture {
-            let shared = shared.clone();
-            Box::pin(async move { Ok(api::handle(shared, req).await) })
-        });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            )
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -9,10 +9,33 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::api::sse;
+use super::{BoxFuture, Provider};
 use crate::body::{self, Body};
 use crate::config::MockSettings;
-use crate::provider::Endpoint;
+use crate::error::UpstreamError;
+use crate::wire::chat::Endpoint;
+use crate::wire::sse;
+
+pub struct Mock {
+    settings: MockSettings,
+}
+
+impl Mock {
+    pub fn new(settings: MockSettings) -> Self {
+        Mock { settings }
+    }
+}
+
+impl Provider for Mock {
+    fn send<'a>(
+        &'a self,
+        endpoint: Endpoint,
+        body: &'a Map<String, Value>,
+        _stream: bool,
+    ) -> BoxFuture<'a, Result<Response<Body>, UpstreamError>> {
+        Box::pin(async move { Ok(respond(&self.settings, endpoint, body).await) })
+    }
+}
 
 pub async fn respond(
     settings: &MockSettings,

@@ -1,42 +1,86 @@
-//! Provider adapters: one upstream attempt, from our request to an [`Answer`]
-//! in the one OpenAI schema, or to a classified [`UpstreamError`].
+//! Providers behind one trait: an attempt turns the canonical request (the
+//! OpenAI schema) into a provider's wire request, and its reply into an
+//! [`Answer`] in the one schema, or into a classified [`UpstreamError`].
+//!
+//! - [`openai`]: every OpenAI-wire upstream (OpenAI, Kimi, OpenRouter, vLLM,
+//!   llama.cpp, Ollama)
+//! - [`mock`]: the built-in simulated upstream
+//! - [`classify`]: any provider's error reply -> kind and retry hint
+//! - `read`: a reply's body -> an answer (JSON skimmed, streams started)
 //!
 //! An attempt is over (and may fail over) until the upstream's first event
 //! has arrived: only then does the proxy commit its 200 to the client.
 
 pub mod classify;
 pub mod mock;
-pub mod normalize;
+pub mod openai;
+mod read;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response};
-use http_body_util::BodyExt;
+use http::Response;
 use serde_json::{Map, Value};
 
-use crate::api::sse::{self, SseEvent, SseReader};
-use crate::body::{self, Body};
-use crate::config::{Provider, ProviderKind};
-use crate::upstream::{self, Client};
-use classify::{ErrorKind, UpstreamError};
-use normalize::Usage;
+use crate::body::Body;
+use crate::config::{self, ProviderKind};
+use crate::error::{ErrorKind, UpstreamError};
+use crate::upstream::Client;
+use crate::wire::chat::Endpoint;
+use crate::wire::sse::SseReader;
+use crate::wire::usage::Usage;
 
-/// The OpenAI endpoints the proxy routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Chat,
-    Completions,
-    Embeddings,
+pub use read::normalize_event;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One upstream's dialect. Implementations only translate and send; what
+/// every attempt shares (timeouts, reading the answer, classification,
+/// scrubbing) is [`attempt`]'s.
+pub trait Provider: Send + Sync {
+    /// Sends the canonical request (`body` already names the target's model)
+    /// in this provider's wire format, and returns the reply's head.
+    fn send<'a>(
+        &'a self,
+        endpoint: Endpoint,
+        body: &'a Map<String, Value>,
+        stream: bool,
+    ) -> BoxFuture<'a, Result<Response<Body>, UpstreamError>>;
+
+    /// A secret this provider holds, which must never travel on in a message
+    /// (upstreams sometimes echo the key they rejected).
+    fn secret(&self) -> Option<&str> {
+        None
+    }
 }
 
-impl Endpoint {
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-        }
+/// The adapter for a configured provider.
+pub fn build(provider: &Arc<config::Provider>, client: &Client) -> Arc<dyn Provider> {
+    match provider.kind {
+        ProviderKind::OpenAi => Arc::new(openai::OpenAi::new(provider.clone(), client.clone())),
+        ProviderKind::Mock => Arc::new(mock::Mock::new(provider.mock.clone())),
+        ProviderKind::Anthropic => Arc::new(Unsupported("anthropic")),
+    }
+}
+
+/// A kind `check` accepts but this build cannot speak yet.
+struct Unsupported(&'static str);
+
+impl Provider for Unsupported {
+    fn send<'a>(
+        &'a self,
+        _: Endpoint,
+        _: &'a Map<String, Value>,
+        _: bool,
+    ) -> BoxFuture<'a, Result<Response<Body>, UpstreamError>> {
+        let message = format!(
+            "provider kind \"{}\" is not supported by this build",
+            self.0
+        );
+        Box::pin(async move { Err(UpstreamError::transport(ErrorKind::ClientError, message)) })
     }
 }
 
@@ -54,16 +98,6 @@ pub enum Answer {
     },
 }
 
-/// An upstream error body larger than this is cut: it is only read for its message.
-const ERROR_BODY_LIMIT: usize = 64 * 1024;
-/// Answers are bounded by the provider; this only stops a runaway upstream.
-const JSON_BODY_LIMIT: usize = 256 * 1024 * 1024;
-
-enum Head {
-    Json(Response<Body>),
-    Stream(Answer),
-}
-
 /// A successful attempt.
 pub struct Success {
     pub answer: Answer,
@@ -72,12 +106,16 @@ pub struct Success {
     pub busy_for: Option<Duration>,
 }
 
+enum Head {
+    Json(Response<Body>),
+    Stream(Answer),
+}
+
 /// One attempt against one provider. `body` already names the target's model.
 /// `first_byte_timeout` bounds the wait for the status line and, when
 /// streaming, the first event.
-pub async fn call(
-    client: &Client,
-    provider: &Provider,
+pub async fn attempt(
+    provider: &dyn Provider,
     endpoint: Endpoint,
     body: &Map<String, Value>,
     first_byte_timeout: Duration,
@@ -85,22 +123,13 @@ pub async fn call(
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     let mut busy_for = None;
     let head = async {
-        let resp = match provider.kind {
-            ProviderKind::Mock => mock::respond(&provider.mock, endpoint, body).await,
-            ProviderKind::OpenAi => send(client, provider, endpoint, body, stream).await?,
-            ProviderKind::Anthropic => {
-                return Err(UpstreamError::transport(
-                    ErrorKind::ClientError,
-                    "provider kind \"anthropic\" is not supported by this build",
-                ))
-            }
-        };
+        let resp = provider.send(endpoint, body, stream).await?;
         if !resp.status().is_success() {
-            return Err(read_error(resp).await);
+            return Err(read::error(resp).await);
         }
         busy_for = classify::retry_hint(resp.headers(), "", SystemTime::now());
-        if stream && is_event_stream(&resp) {
-            return first_event(resp).await.map(Head::Stream);
+        if stream && read::is_event_stream(&resp) {
+            return read::first_event(resp).await.map(Head::Stream);
         }
         Ok(Head::Json(resp))
     };
@@ -116,382 +145,24 @@ pub async fn call(
         match head {
             Head::Stream(answer) => Ok(answer),
             // Some servers ignore `stream`; the client still gets a stream.
-            Head::Json(resp) if stream => read_json(resp, endpoint).await.map(json_as_stream),
-            Head::Json(resp) => read_json(resp, endpoint).await,
+            Head::Json(resp) if stream => {
+                read::json(resp, endpoint).await.map(read::json_as_stream)
+            }
+            Head::Json(resp) => read::json(resp, endpoint).await,
         }
     };
     match answer.await {
         Ok(answer) => Ok(Success { answer, busy_for }),
-        Err(err) => Err(scrub(err, provider)),
+        Err(err) => Err(scrub(err, provider.secret())),
     }
 }
 
-/// Upstreams sometimes echo the key they rejected; whatever its format, the
-/// configured key never travels on in a message.
-fn scrub(mut err: UpstreamError, provider: &Provider) -> UpstreamError {
-    if let Some(key) = provider
-        .api_key
-        .as_ref()
-        .map(|k| k.expose())
-        .filter(|k| !k.is_empty())
-    {
+/// Whatever its format, the configured key never travels on in a message.
+fn scrub(mut err: UpstreamError, secret: Option<&str>) -> UpstreamError {
+    if let Some(key) = secret.filter(|k| !k.is_empty()) {
         if err.message.contains(key) {
             err.message = err.message.replace(key, "***");
         }
     }
     err
-}
-
-async fn send(
-    client: &Client,
-    provider: &Provider,
-    endpoint: Endpoint,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<Response<Body>, UpstreamError> {
-    let internal = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
-    let base = provider.base_url.as_deref().unwrap_or_default();
-    let bytes = serde_json::to_vec(body).map_err(|e| internal(e.to_string()))?;
-    let accept = if stream {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
-    let mut req = Request::builder()
-        .method(Method::POST)
-        .uri(format!("{base}{}", endpoint.path()))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, accept);
-    if let Some(key) = &provider.api_key {
-        let mut value =
-            HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                internal(format!(
-                    "the API key of `{}` is not a valid header value",
-                    provider.name
-                ))
-            })?;
-        value.set_sensitive(true);
-        req = req.header(header::AUTHORIZATION, value);
-    }
-    for (name, value) in &provider.headers {
-        req = req.header(name.as_str(), value.as_str());
-    }
-    let req = req.body(body::full(bytes)).map_err(|e| {
-        internal(format!(
-            "cannot build the request to `{}`: {e}",
-            provider.name
-        ))
-    })?;
-    client.send(req).await.map_err(|e| match e {
-        upstream::SendError::Connect(m) => UpstreamError::transport(ErrorKind::ConnectError, m),
-        upstream::SendError::Other(m) => UpstreamError::transport(ErrorKind::ServerError, m),
-    })
-}
-
-fn is_event_stream(resp: &Response<Body>) -> bool {
-    resp.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"))
-}
-
-async fn read_error(resp: Response<Body>) -> UpstreamError {
-    let (parts, body) = resp.into_parts();
-    // A body that breaks off still has a status worth classifying.
-    let (bytes, _) = read_up_to(body, ERROR_BODY_LIMIT).await;
-    classify::classify(parts.status, &parts.headers, &bytes, SystemTime::now())
-}
-
-/// Reads until the body ends, fails, or passes `limit` bytes (the rest is
-/// left unread); says how it stopped.
-async fn read_up_to(mut body: Body, limit: usize) -> (Bytes, Result<(), String>) {
-    let mut bytes = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    bytes.extend_from_slice(&data);
-                    if bytes.len() > limit {
-                        return (
-                            bytes.freeze(),
-                            Err(format!("answer is larger than {limit} bytes")),
-                        );
-                    }
-                }
-            }
-            Err(e) => return (bytes.freeze(), Err(e.to_string())),
-        }
-    }
-    (bytes.freeze(), Ok(()))
-}
-
-async fn read_json(resp: Response<Body>, endpoint: Endpoint) -> Result<Answer, UpstreamError> {
-    let bad = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
-    let (parts, body) = resp.into_parts();
-    let (bytes, read) = read_up_to(body, JSON_BODY_LIMIT).await;
-    read.map_err(|e| bad(format!("upstream answer broke off: {e}")))?;
-    if let Some(usage) = skim(&bytes, endpoint) {
-        return Ok(Answer::Json { body: bytes, usage });
-    }
-    let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        bad(format!(
-            "upstream answered {} with invalid JSON: {e}",
-            parts.status
-        ))
-    })?;
-    if let Some(err) = classify::error_in_body(&value, &parts.headers, SystemTime::now()) {
-        return Err(err);
-    }
-    let changed = endpoint != Endpoint::Embeddings && normalize::completion(&mut value);
-    let usage = normalize::usage(&value);
-    let body = if changed {
-        Bytes::from(serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))?)
-    } else {
-        bytes
-    };
-    Ok(Answer::Json { body, usage })
-}
-
-/// A whole `chat.completion` as a one-chunk stream.
-fn json_as_stream(answer: Answer) -> Answer {
-    let Answer::Json { body, .. } = answer else {
-        return answer;
-    };
-    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else {
-        return Answer::Json { body, usage: None };
-    };
-    if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
-        for choice in choices {
-            if let Some(mut message) = choice.as_object_mut().and_then(|c| c.remove("message")) {
-                if let Some(calls) = message.get_mut("tool_calls").and_then(Value::as_array_mut) {
-                    for (i, call) in calls.iter_mut().enumerate() {
-                        call["index"] = i.into();
-                    }
-                }
-                choice["delta"] = message;
-            }
-        }
-    }
-    v["object"] = "chat.completion.chunk".into();
-    let mut first =
-        bytes::BytesMut::from(&sse::data(&serde_json::to_vec(&v).unwrap_or_default())[..]);
-    first.extend_from_slice(sse::DONE);
-    Answer::Stream {
-        first: first.freeze(),
-        rest: None,
-    }
-}
-
-/// The fast path of `read_json`: nearly every answer is already in the one
-/// schema. Only the fields that error detection and normalization read are
-/// parsed (the rest, message text included, is skipped, not built), into a
-/// skeleton those same functions run on. When they find no error and nothing
-/// to change, the answer's usage is returned and its bytes go on untouched;
-/// `None` (anything unusual, or a parse the full path should report) means
-/// take the full path.
-fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
-    use serde::Deserialize;
-
-    /// A `null` kept as `Some(Null)`: `normalize` treats a null `reasoning`
-    /// unlike a missing one.
-    fn keep_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-        Value::deserialize(d).map(Some)
-    }
-    #[derive(Deserialize)]
-    struct Skim {
-        #[serde(default)]
-        usage: Option<Value>,
-        #[serde(default)]
-        error: Option<Value>,
-        #[serde(default)]
-        object: Option<Value>,
-        #[serde(default)]
-        choices: Option<Vec<SkimChoice>>,
-    }
-    #[derive(Deserialize)]
-    struct SkimChoice {
-        #[serde(default)]
-        usage: Option<Value>,
-        #[serde(default)]
-        message: Option<SkimMessage>,
-    }
-    #[derive(Deserialize)]
-    struct SkimMessage {
-        #[serde(default)]
-        reasoning_content: Option<Value>,
-        #[serde(default, deserialize_with = "keep_null")]
-        reasoning: Option<Value>,
-    }
-    fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-        if let Some(v) = value {
-            obj.insert(key.to_owned(), v);
-        }
-    }
-
-    // A top-level array is an error shape (and serde would read it as a struct).
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return None;
-    }
-    let skim: Skim = serde_json::from_slice(bytes).ok()?;
-    let mut top = Map::new();
-    put(&mut top, "usage", skim.usage);
-    put(&mut top, "error", skim.error);
-    put(&mut top, "object", skim.object);
-    if let Some(choices) = skim.choices {
-        let choices = choices.into_iter().map(|c| {
-            let mut choice = Map::new();
-            put(&mut choice, "usage", c.usage);
-            if let Some(m) = c.message {
-                let mut message = Map::new();
-                put(&mut message, "reasoning_content", m.reasoning_content);
-                put(&mut message, "reasoning", m.reasoning);
-                choice.insert("message".into(), Value::Object(message));
-            }
-            Value::Object(choice)
-        });
-        top.insert("choices".into(), Value::Array(choices.collect()));
-    }
-    let mut skeleton = Value::Object(top);
-    if classify::error_in_body(&skeleton, &http::HeaderMap::new(), SystemTime::now()).is_some() {
-        return None;
-    }
-    if endpoint != Endpoint::Embeddings && normalize::completion(&mut skeleton) {
-        return None;
-    }
-    Some(normalize::usage(&skeleton))
-}
-
-async fn first_event(resp: Response<Body>) -> Result<Answer, UpstreamError> {
-    let broke = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
-    let mut reader = SseReader::new(resp.into_body());
-    loop {
-        match reader.next().await {
-            Ok(Some(SseEvent::Comment)) => continue,
-            Ok(Some(SseEvent::Data { data, .. })) if data == "[DONE]" => {
-                return Ok(Answer::Stream {
-                    first: Bytes::from_static(sse::DONE),
-                    rest: None,
-                })
-            }
-            Ok(Some(SseEvent::Data { data, .. })) => {
-                let (first, _usage) = normalize_event(&data)?;
-                return Ok(Answer::Stream {
-                    first,
-                    rest: Some(reader),
-                });
-            }
-            Ok(None) => {
-                return Err(broke(
-                    "upstream ended the stream before its first event".into(),
-                ))
-            }
-            Err(e) => return Err(broke(format!("upstream stream broke: {e}"))),
-        }
-    }
-}
-
-/// One upstream `data:` payload, normalized and encoded for the client; an
-/// error chunk (OpenRouter reports mid-stream failures that way) is an `Err`.
-pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamError> {
-    // Only these fields are ever rewritten: skip the parse for plain content
-    // deltas, which are nearly every chunk of a stream.
-    let interesting = ["\"usage\"", "\"reasoning\"", "\"error\""];
-    if !interesting.iter().any(|k| data.contains(k)) {
-        return Ok((sse::data(data.as_bytes()), None));
-    }
-    let Ok(mut value) = serde_json::from_str::<Value>(data) else {
-        return Ok((sse::data(data.as_bytes()), None));
-    };
-    if let Some(err) = classify::error_in_body(&value, &http::HeaderMap::new(), SystemTime::now()) {
-        return Err(err);
-    }
-    let changed = normalize::chunk(&mut value);
-    let usage = normalize::usage(&value);
-    let bytes = if changed {
-        sse::data(&serde_json::to_vec(&value).unwrap_or_default())
-    } else {
-        sse::data(data.as_bytes())
-    };
-    Ok((bytes, usage))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What the full path decides: (an error?, rewritten?, usage).
-    fn full(bytes: &[u8], endpoint: Endpoint) -> (bool, bool, Option<Usage>) {
-        let mut v: Value = serde_json::from_slice(bytes).unwrap();
-        let err = classify::error_in_body(&v, &http::HeaderMap::new(), SystemTime::now()).is_some();
-        let changed = endpoint != Endpoint::Embeddings && normalize::completion(&mut v);
-        (err, changed, normalize::usage(&v))
-    }
-
-    #[test]
-    fn skim_takes_the_fast_path_only_where_the_full_path_changes_nothing() {
-        let normal = r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi","refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":1}}}"#;
-        let cases: &[(&str, bool)] = &[
-            (normal, true),
-            // no usage at all: nothing to normalize
-            (r#"{"choices":[{"message":{"content":"x"}}]}"#, true),
-            (
-                r#"{"choices":[{"message":null,"usage":null}],"usage":null,"error":null}"#,
-                true,
-            ),
-            // usage to complete or hoist (Kimi), reasoning to rename
-            (
-                r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#,
-                false,
-            ),
-            (
-                r#"{"choices":[{"message":{"content":"x"},"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"prompt_tokens_details":{"cached_tokens":0}}}]}"#,
-                false,
-            ),
-            (
-                r#"{"choices":[{"message":{"content":"4","reasoning":"2+2"}}]}"#,
-                false,
-            ),
-            // a null `reasoning` beside `reasoning_content` is dropped by the full path
-            (
-                r#"{"choices":[{"message":{"reasoning_content":"r","reasoning":null}}]}"#,
-                false,
-            ),
-            // errors in a 200 body, and shapes the skeleton does not model
-            (r#"{"error":{"message":"busy","code":429}}"#, false),
-            (r#"{"object":"error","message":"bad","code":400}"#, false),
-            (r#"[{"error":{"message":"busy"}}]"#, false),
-            (r#"{"choices":{"message":{}}}"#, false),
-            (r#"{"usage":1,"usage":2}"#, false),
-        ];
-        for (body, fast) in cases {
-            let got = skim(body.as_bytes(), Endpoint::Chat);
-            assert_eq!(got.is_some(), *fast, "{body}");
-            if let Some(usage) = got {
-                assert_eq!(
-                    full(body.as_bytes(), Endpoint::Chat),
-                    (false, false, usage),
-                    "{body}"
-                );
-            }
-        }
-        assert_eq!(
-            skim(normal.as_bytes(), Endpoint::Chat),
-            Some(Some(normalize::Usage {
-                prompt: 5,
-                completion: 2,
-                cached: 1
-            }))
-        );
-    }
-
-    #[test]
-    fn skim_reads_embedding_usage_without_building_the_vectors() {
-        let body = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2,0.3]}],"model":"m","usage":{"prompt_tokens":3,"total_tokens":3}}"#;
-        let usage = skim(body.as_bytes(), Endpoint::Embeddings).expect("fast path");
-        assert_eq!(
-            full(body.as_bytes(), Endpoint::Embeddings),
-            (false, false, usage)
-        );
-        assert_eq!(usage.map(|u| u.prompt), Some(3));
-    }
 }

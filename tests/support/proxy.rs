@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
 use hermes_proxy::config;
-use hermes_proxy::reload::ConfigSource;
+use hermes_proxy::runtime::reload::ConfigSource;
+use hermes_proxy::runtime::State;
 use hermes_proxy::server;
-use hermes_proxy::state::Shared;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub struct Proxy {
     pub addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    pub state: Arc<State>,
     _watcher: Option<notify::RecommendedWatcher>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -30,7 +30,7 @@ impl Proxy {
     /// As `start`, with the environment variables the config names.
     pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Proxy {
         let config = parse(toml, "test.toml", &lookup(env));
-        Self::serve(Shared::new(config), None).await
+        Self::serve(State::new(config), None).await
     }
 
     /// Serves the config file at `path` and reloads it on change, as
@@ -42,18 +42,18 @@ impl Proxy {
             path: path.to_path_buf(),
             env: Box::new(lookup(env)),
         };
-        let shared = Shared::with_source(config, Some(source));
-        let watcher = hermes_proxy::reload::watch(shared.clone()).unwrap();
-        Self::serve(shared, watcher).await
+        let state = State::with_source(config, Some(source));
+        let watcher = hermes_proxy::runtime::reload::watch(state.clone()).unwrap();
+        Self::serve(state, watcher).await
     }
 
-    async fn serve(shared: Arc<Shared>, watcher: Option<notify::RecommendedWatcher>) -> Proxy {
+    async fn serve(state: Arc<State>, watcher: Option<notify::RecommendedWatcher>) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(
             listener,
-            shared.clone(),
+            state.clone(),
             async {
                 let _ = rx.await;
             },
@@ -61,7 +61,7 @@ impl Proxy {
         ));
         Proxy {
             addr,
-            shared,
+            state,
             _watcher: watcher,
             stop: Some(tx),
             task: Some(task),
@@ -91,7 +91,7 @@ impl Proxy {
     }
 
     pub fn metrics(&self) -> String {
-        String::from_utf8(self.shared.render_metrics()).unwrap()
+        String::from_utf8(self.state.render_metrics()).unwrap()
     }
 
     /// Asks the server to stop and waits until it has drained.

@@ -3,10 +3,10 @@
 //!
 //! The whole file is parsed and validated away from the request path; only a
 //! valid config is swapped in, whole, with one `ArcSwap` store. Requests in
-//! flight keep the runtime they loaded. What must outlive a config (the
+//! flight keep the generation they loaded. What must outlive a config (the
 //! connection pool, cooldowns, provider limiters keyed by unchanged
-//! settings, latency estimates, learned windows) lives in `Shared`, so an
-//! unchanged provider keeps it all. A rejected file leaves the old config
+//! settings, latency estimates, learned windows) lives in the `Handles`, so
+//! an unchanged provider keeps it all. A rejected file leaves the old config
 //! serving and is counted as `hermes_config_reloads_total{result="failure"}`.
 
 use std::path::{Path, PathBuf};
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::State;
 use crate::config::{self, Config, ConfigError};
-use crate::state::{Runtime, Shared};
 
 /// Where the config comes from, so it can be read again.
 pub struct ConfigSource {
@@ -140,8 +140,8 @@ fn diff<'a, T: PartialEq + 'a>(
 }
 
 /// Reads, validates and (if valid) swaps in the config. `trigger` is for the log.
-pub fn reload(shared: &Shared, trigger: &str) -> Outcome {
-    let Some(source) = &shared.source else {
+pub fn reload(state: &State, trigger: &str) -> Outcome {
+    let Some(source) = &state.source else {
         return Outcome {
             result: "failure",
             errors: vec!["the proxy runs on the embedded config: there is no file to reload (start it with --config)".into()],
@@ -151,7 +151,7 @@ pub fn reload(shared: &Shared, trigger: &str) -> Outcome {
     };
     match source.load() {
         Ok(config) => {
-            let old = shared.runtime.load();
+            let old = state.current();
             let changes = Changes::between(&old.config, &config);
             let mut warnings = config.warnings.clone();
             if config.server.listen != old.config.server.listen {
@@ -166,9 +166,9 @@ pub fn reload(shared: &Shared, trigger: &str) -> Outcome {
                         .into(),
                 );
             }
-            shared.metrics.register_series(&config);
-            shared.runtime.store(Arc::new(Runtime::new(config)));
-            shared
+            state.install(config);
+            state
+                .handles
                 .metrics
                 .config_reloads
                 .with_label_values(&["success"])
@@ -185,7 +185,8 @@ pub fn reload(shared: &Shared, trigger: &str) -> Outcome {
             }
         }
         Err(errors) => {
-            shared
+            state
+                .handles
                 .metrics
                 .config_reloads
                 .with_label_values(&["failure"])
@@ -210,9 +211,9 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// file's inode, so watching the file itself would go deaf after the first
 /// save) and reloads when the file's content changed. Returns the watcher,
 /// which stops watching when dropped.
-pub fn watch(shared: Arc<Shared>) -> notify::Result<Option<notify::RecommendedWatcher>> {
+pub fn watch(state: Arc<State>) -> notify::Result<Option<notify::RecommendedWatcher>> {
     use notify::Watcher;
-    let Some(path) = shared.source.as_ref().map(|s| s.path.clone()) else {
+    let Some(path) = state.source.as_ref().map(|s| s.path.clone()) else {
         return Ok(None);
     };
     let file_name = path.file_name().map(|n| n.to_owned());
@@ -247,7 +248,7 @@ pub fn watch(shared: Arc<Shared>) -> notify::Result<Option<notify::RecommendedWa
             // final rename or write will arrive as another event.
             if now.as_deref().is_some_and(|t| !t.trim().is_empty()) && now != last {
                 last = now;
-                reload(&shared, "file change");
+                reload(&state, "file change");
             }
         }
     });
@@ -260,7 +261,7 @@ fn read(path: &Path) -> Option<String> {
 
 /// Reloads on every SIGHUP until the process ends.
 #[cfg(unix)]
-pub fn on_sighup(shared: Arc<Shared>) {
+pub fn on_sighup(state: Arc<State>) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
@@ -268,7 +269,7 @@ pub fn on_sighup(shared: Arc<Shared>) {
             return;
         };
         while hup.recv().await.is_some() {
-            reload(&shared, "SIGHUP");
+            reload(&state, "SIGHUP");
         }
     });
 }

@@ -1,30 +1,20 @@
-//! Context windows and the routed summarizer: the glue between the attempt
-//! loop and the pure compressor.
+//! Context windows: what each target can take.
 //!
 //! A target's window is its `context_window` from routes.toml, else the limit
 //! an earlier context-length error stated for it (remembered here), so the
 //! next request is compressed before it is sent.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use http::Method;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
-use crate::compress::{self, Summarizer};
 use crate::config::ProviderKind;
-use crate::provider::{Answer, Endpoint};
-use crate::route::{self, Candidate};
-use crate::state::{Runtime, Shared};
+use crate::route::Target;
 use crate::upstream::Client;
-
-/// Summary output is capped at this many tokens.
-const SUMMARY_MAX_TOKENS: u32 = 1024;
 
 /// Limits learned from context-length errors or asked of local servers,
 /// per (provider, model). `None`: asked, and the server did not say.
@@ -45,15 +35,15 @@ impl Windows {
     /// For a target on a local server with no known window, asks the server
     /// once (vLLM `/v1/models` `max_model_len`, llama.cpp `/props` `n_ctx`,
     /// Ollama `/api/show`); the answer, or its absence, is remembered.
-    pub async fn discover(&self, client: &Client, candidate: &Candidate<'_>) {
-        let provider = candidate.provider;
+    pub async fn discover(&self, client: &Client, candidate: &Target) {
+        let provider = &candidate.provider;
         if candidate.context_window.is_some() || provider.kind != ProviderKind::OpenAi {
             return;
         }
         let Some(base) = provider.base_url.as_deref().filter(|b| is_local(b)) else {
             return;
         };
-        let key = (provider.name.clone(), candidate.model.to_owned());
+        let key = (provider.name.clone(), candidate.model.clone());
         if self
             .learned
             .lock()
@@ -64,13 +54,13 @@ impl Windows {
         }
         let found = tokio::time::timeout(
             DISCOVERY_TIMEOUT,
-            probe_window(client, base, candidate.model),
+            probe_window(client, base, &candidate.model),
         )
         .await
         .ok()
         .flatten();
         if let Some(window) = found {
-            tracing::info!(provider = %provider.name, model = candidate.model, window, "discovered the context window");
+            tracing::info!(provider = %provider.name, model = %candidate.model, window, "discovered the context window");
         }
         self.learned
             .lock()
@@ -80,13 +70,13 @@ impl Windows {
     }
 
     /// The configured window, else a learned one.
-    pub fn of(&self, candidate: &Candidate) -> Option<u32> {
+    pub fn of(&self, candidate: &Target) -> Option<u32> {
         candidate.context_window.or_else(|| {
             let map = self.learned.lock().unwrap_or_else(|e| e.into_inner());
             if map.is_empty() {
                 return None;
             }
-            map.get(&(candidate.provider.name.clone(), candidate.model.to_owned()))
+            map.get(&(candidate.provider.name.clone(), candidate.model.clone()))
                 .copied()
                 .flatten()
         })
@@ -209,111 +199,6 @@ fn first_number(s: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Writes summaries by sending a routed request: the `[compression]
-/// summarizer` route, else the request's own. Its requests are never
-/// compressed themselves; a middle too long for it goes in chunks.
-pub struct RoutedSummarizer<'a> {
-    pub shared: &'a Shared,
-    pub rt: &'a Runtime,
-    /// The request's own model name, the default summarizer route.
-    pub model: &'a str,
-    pub deadline: Instant,
-}
-
-impl Summarizer for RoutedSummarizer<'_> {
-    fn cached(&self, key: u64) -> Option<String> {
-        self.shared.summaries.get(&key)
-    }
-
-    async fn summarize(&mut self, middle: Vec<Value>, key: u64) -> Result<String, String> {
-        let target = self
-            .rt
-            .config
-            .compression
-            .summarizer
-            .as_deref()
-            .unwrap_or(self.model);
-        let mut resolved = route::resolve(&self.rt.config, target).map_err(|e| e.to_string())?;
-        resolved.compression = false;
-        // Chunks sized for the smallest known window among the summarizer's targets.
-        let window = resolved
-            .candidates
-            .iter()
-            .filter_map(|c| self.shared.windows.of(c))
-            .min();
-        let chunk_budget = window.map_or(u32::MAX, |w| {
-            (w / 2).saturating_sub(SUMMARY_MAX_TOKENS).max(256)
-        });
-        let mut parts = vec![];
-        for chunk in chunks(&middle, chunk_budget) {
-            let body = json!({"model": target, "messages": compress::summary_request(chunk),
-                "max_tokens": SUMMARY_MAX_TOKENS, "temperature": 0.2});
-            let Value::Object(body) = body else {
-                unreachable!("json! object")
-            };
-            let outcome = boxed_run(self.shared, self.rt, &resolved, body, self.deadline)
-                .await
-                .map_err(|e| e.to_string())?;
-            let Answer::Json { body, .. } = outcome.answer else {
-                return Err("the summarizer answered with a stream".into());
-            };
-            let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-            let text = v["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            if text.is_empty() {
-                return Err("the summarizer returned an empty summary".into());
-            }
-            parts.push(text);
-        }
-        let summary = parts.join("\n\n");
-        self.shared.summaries.insert(key, summary.clone());
-        Ok(summary)
-    }
-}
-
-/// The attempt loop, boxed: a summary is itself a routed request, and the
-/// compiler needs the recursion's future to have a known size.
-fn boxed_run<'a>(
-    shared: &'a Shared,
-    rt: &'a Runtime,
-    resolved: &'a route::Resolved<'a>,
-    body: serde_json::Map<String, Value>,
-    deadline: Instant,
-) -> Pin<
-    Box<dyn Future<Output = Result<crate::failover::Outcome, crate::error::ApiError>> + Send + 'a>,
-> {
-    Box::pin(crate::failover::run(
-        shared,
-        rt,
-        resolved,
-        body,
-        Endpoint::Chat,
-        deadline,
-    ))
-}
-
-/// Splits messages into runs of at most `budget` tokens (a single larger
-/// message is a run of its own).
-fn chunks(messages: &[Value], budget: u32) -> Vec<&[Value]> {
-    let mut out = vec![];
-    let (mut start, mut size) = (0, 0);
-    for (i, m) in messages.iter().enumerate() {
-        let n = compress::count(std::slice::from_ref(m));
-        if i > start && size + n > budget {
-            out.push(&messages[start..i]);
-            (start, size) = (i, 0);
-        }
-        size += n;
-    }
-    if start < messages.len() {
-        out.push(&messages[start..]);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,18 +218,5 @@ mod tests {
         for (message, expected) in cases {
             assert_eq!(stated_limit(message), expected, "{message}");
         }
-    }
-
-    #[test]
-    fn chunks_respect_the_budget() {
-        let messages: Vec<Value> = (0..10)
-            .map(|i| json!({"role": "user", "content": format!("{i} {}", "word ".repeat(100))}))
-            .collect();
-        let parts = chunks(&messages, 250);
-        assert!(parts.len() >= 4);
-        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 10);
-        assert!(parts
-            .iter()
-            .all(|p| p.len() == 1 || compress::count(p) <= 250 + 10));
     }
 }

@@ -14,8 +14,12 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 
+use super::hooks::{AttemptHook, Ctx, Phase};
 use crate::config::Provider;
+use crate::provider::BoxFuture;
+use crate::route::Target;
 
 pub struct ProviderLimits {
     rpm: Option<DefaultDirectRateLimiter>,
@@ -104,6 +108,55 @@ impl Limits {
         if let Some((_, limits)) = map.get(provider) {
             limits.charge(extra_tokens);
         }
+    }
+}
+
+/// The hook: a target over its configured `rpm`/`tpm` is skipped if another
+/// is usable, else waited for within `max_retry_wait`.
+pub struct LimitsHook {
+    limits: Arc<Limits>,
+    max_retry_wait: Duration,
+}
+
+impl LimitsHook {
+    pub fn new(limits: Arc<Limits>, max_retry_wait: Duration) -> Self {
+        LimitsHook {
+            limits,
+            max_retry_wait,
+        }
+    }
+}
+
+impl AttemptHook for LimitsHook {
+    fn before<'a>(&'a self, ctx: &'a mut Ctx, target: &'a Target) -> BoxFuture<'a, Phase> {
+        Box::pin(async move {
+            let Some(limits) = self.limits.get(&target.provider) else {
+                return Phase::Go;
+            };
+            let body = &ctx.exchange.body;
+            let tokens = *ctx.tokens.get_or_insert_with(|| {
+                if limits.counts_tokens() {
+                    estimate_tokens(body)
+                } else {
+                    0
+                }
+            });
+            let Err(wait) = limits.acquire(tokens) else {
+                return Phase::Go;
+            };
+            let waited = ctx.last
+                && wait <= self.max_retry_wait
+                && Instant::now() + wait < ctx.exchange.deadline;
+            if !waited {
+                return Phase::Skip {
+                    line: format!("{}: over its configured rpm/tpm", target.provider.name),
+                    rate_limited: Some(wait),
+                };
+            }
+            tokio::time::sleep(wait).await;
+            ctx.upstream_time += wait;
+            Phase::Again
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Strategy;
-use crate::route::Candidate;
+use crate::route::Target;
 
 /// How fast a peak is forgotten: the EWMA's time constant.
 const DECAY: Duration = Duration::from_secs(10);
@@ -51,12 +51,12 @@ impl Latencies {
 }
 
 /// Orders `candidates` in place for `strategy`.
-pub fn order(strategy: Strategy, candidates: &mut [Candidate<'_>], latencies: &Latencies) {
+pub fn order(strategy: Strategy, candidates: &mut [&Target], latencies: &Latencies) {
     match strategy {
         Strategy::Fallback => {}
         Strategy::Weighted => {
             // Efraimidis–Spirakis: sorting by u^(1/w) is a weighted random permutation.
-            let mut keyed: Vec<(f64, Candidate)> = candidates
+            let mut keyed: Vec<(f64, &Target)> = candidates
                 .iter()
                 .map(|c| (fastrand::f64().powf(1.0 / f64::from(c.weight.max(1))), *c))
                 .collect();
@@ -66,14 +66,14 @@ pub fn order(strategy: Strategy, candidates: &mut [Candidate<'_>], latencies: &L
             }
         }
         Strategy::Latency => {
-            let est = |c: &Candidate| latencies.estimate(&c.provider.name, c.model);
+            let est = |c: &Target| latencies.estimate(&c.provider.name, &c.model);
             candidates.sort_by(|a, b| est(a).total_cmp(&est(b)));
             if candidates.len() > 2 {
                 let (i, j) = (
                     fastrand::usize(..candidates.len()),
                     fastrand::usize(..candidates.len()),
                 );
-                let pick = if est(&candidates[i]) <= est(&candidates[j]) {
+                let pick = if est(candidates[i]) <= est(candidates[j]) {
                     i
                 } else {
                     j
@@ -87,10 +87,12 @@ pub fn order(strategy: Strategy, candidates: &mut [Candidate<'_>], latencies: &L
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use crate::config::{MockSettings, Provider, ProviderKind};
 
-    fn provider(name: &str) -> Provider {
-        Provider {
+    fn target(name: &str, weight: u32) -> Target {
+        let provider = Arc::new(Provider {
             name: name.into(),
             kind: ProviderKind::Mock,
             base_url: None,
@@ -101,28 +103,25 @@ mod tests {
             tpm: None,
             headers: vec![],
             mock: MockSettings::default(),
+        });
+        Target {
+            adapter: crate::provider::build(
+                &provider,
+                &crate::upstream::Client::new(Duration::from_secs(1)),
+            ),
+            provider,
+            model: "m".into(),
+            weight,
+            context_window: None,
         }
     }
 
     #[test]
     fn weighted_order_follows_the_weights() {
-        let (a, b) = (provider("a"), provider("b"));
+        let (a, b) = (target("a", 3), target("b", 1));
         let mut first_a = 0;
         for _ in 0..2000 {
-            let mut c = [
-                Candidate {
-                    provider: &a,
-                    model: "m",
-                    weight: 3,
-                    context_window: None,
-                },
-                Candidate {
-                    provider: &b,
-                    model: "m",
-                    weight: 1,
-                    context_window: None,
-                },
-            ];
+            let mut c = [&a, &b];
             order(Strategy::Weighted, &mut c, &Latencies::default());
             first_a += usize::from(c[0].provider.name == "a");
         }
@@ -132,25 +131,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn latency_prefers_the_faster_target_and_peaks_decay() {
-        let (slow, fast) = (provider("slow"), provider("fast"));
+        let (slow, fast) = (target("slow", 1), target("fast", 1));
         let lat = Latencies::default();
         let now = Instant::now();
         lat.observe("slow", "m", Duration::from_millis(900), now);
         lat.observe("fast", "m", Duration::from_millis(100), now);
-        let mut c = [
-            Candidate {
-                provider: &slow,
-                model: "m",
-                weight: 1,
-                context_window: None,
-            },
-            Candidate {
-                provider: &fast,
-                model: "m",
-                weight: 1,
-                context_window: None,
-            },
-        ];
+        let mut c = [&slow, &fast];
         order(Strategy::Latency, &mut c, &lat);
         assert_eq!(c[0].provider.name, "fast");
 

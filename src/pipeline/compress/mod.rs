@@ -12,6 +12,13 @@
 //! message stay verbatim; a tool result never loses its assistant tool call
 //! (cuts fall only before a user message); user and assistant keep alternating.
 //! Pure apart from the injected summarizer, so every rule is unit-tested.
+//!
+//! Around the pure core: [`window`] (what each target can take), [`fit`]
+//! (the attempt loop's hook), [`summarizer`] (summaries as routed requests).
+
+pub mod fit;
+pub mod summarizer;
+pub mod window;
 
 use std::future::Future;
 

@@ -18,14 +18,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::api::sse::{self, SseEvent, SseReader};
+use tower::ServiceExt;
+
+use super::exchange::{Exchange, RouteTable};
+use super::Handles;
 use crate::body::{self, Body};
-use crate::error::ApiError;
-use crate::failover;
-use crate::provider::classify::{ErrorKind, UpstreamError};
-use crate::provider::{normalize_event, Answer, Endpoint};
-use crate::route;
-use crate::state::{Runtime, Shared};
+use crate::error::{ApiError, ErrorKind, UpstreamError};
+use crate::provider::{normalize_event, Answer};
+use crate::wire::chat::Endpoint;
+use crate::wire::sse::{self, SseEvent, SseReader};
+use crate::wire::usage::Usage;
 
 /// Silence longer than this gets a `: keep-alive` comment, so proxies and
 /// browsers between us and the client do not time the stream out.
@@ -39,7 +41,7 @@ const CONTINUE_PROMPT: &str =
 do not repeat anything already written and do not comment on the interruption.";
 
 pub struct Relay {
-    pub shared: Arc<Shared>,
+    pub handles: Arc<Handles>,
     pub provider: String,
     /// Tokens the attempt charged to the provider's `tpm` before sending.
     pub estimated_tokens: u32,
@@ -48,13 +50,13 @@ pub struct Relay {
     pub timeout: Duration,
     pub resume: Option<Resume>,
     /// The stream's usage once an event reported it, for the log.
-    pub usage: Option<crate::provider::normalize::Usage>,
+    pub usage: Option<Usage>,
 }
 
 /// What continuing a broken stream needs: the request as the client sent it
 /// and the answer so far.
 pub struct Resume {
-    pub runtime: Arc<Runtime>,
+    pub routes: Arc<RouteTable>,
     pub route: String,
     pub request: Map<String, Value>,
     text: String,
@@ -64,9 +66,9 @@ pub struct Resume {
 }
 
 impl Resume {
-    pub fn new(runtime: Arc<Runtime>, route: String, request: Map<String, Value>) -> Self {
+    pub fn new(routes: Arc<RouteTable>, route: String, request: Map<String, Value>) -> Self {
         Resume {
-            runtime,
+            routes,
             route,
             request,
             text: String::new(),
@@ -171,7 +173,7 @@ impl Relay {
             match normalize_event(&data) {
                 Ok((bytes, usage)) => {
                     if let Some(usage) = usage {
-                        self.shared
+                        self.handles
                             .account(&self.provider, self.estimated_tokens, usage);
                         self.usage = Some(usage);
                     }
@@ -206,28 +208,24 @@ impl Relay {
             messages.push(json!({"role": "assistant", "content": resume.text}));
             messages.push(json!({"role": "user", "content": CONTINUE_PROMPT}));
         }
-        let rt = resume.runtime.clone();
-        let mut resolved = route::resolve(&rt.config, &resume.route).ok()?;
-        resolved
-            .candidates
-            .retain(|c| c.provider.name != self.provider);
-        if resolved.candidates.is_empty() {
+        let (plan, service) = resume.routes.resolve(&resume.route).ok()?;
+        let mut plan = (*plan).clone();
+        plan.targets.retain(|t| t.provider.name != self.provider);
+        if plan.targets.is_empty() {
             return None;
         }
-        let outcome = failover::run(
-            &self.shared,
-            &rt,
-            &resolved,
-            request,
-            Endpoint::Chat,
-            self.deadline,
-        )
-        .await
-        .ok()?;
+        let exchange = Exchange {
+            endpoint: Endpoint::Chat,
+            body: request,
+            plan: Arc::new(plan),
+            deadline: self.deadline,
+            routes: resume.routes.clone(),
+        };
+        let outcome = service.oneshot(exchange).await.ok()?;
         let Answer::Stream { first, rest } = outcome.answer else {
             return None;
         };
-        self.shared
+        self.handles
             .metrics
             .fallbacks
             .with_label_values(&[&resume.route, &self.provider, &outcome.provider])
@@ -241,7 +239,7 @@ impl Relay {
 
     async fn fail(&self, tx: &mpsc::Sender<Bytes>, err: UpstreamError) {
         tracing::warn!(provider = %self.provider, outcome = err.kind.as_str(), "stream failed after it began: {}", err.message);
-        self.shared
+        self.handles
             .metrics
             .upstream_requests
             .with_label_values(&[&self.provider, err.kind.as_str()])

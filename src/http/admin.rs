@@ -1,0 +1,87 @@
+//! The endpoints that are not proxied: health, readiness, the model list,
+//! the metrics page and `POST /admin/reload`.
+
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use crate::body::{self, Body};
+use crate::error::ApiError;
+use crate::runtime::{reload, State};
+
+pub fn health() -> Response<Body> {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// 200 while some route has an enabled target; 503 otherwise.
+pub fn ready(state: &State) -> Response<Body> {
+    if state.current().routes.routes().any_usable() {
+        json_response(StatusCode::OK, &json!({"status": "ready"}))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "reason": "no route has an enabled target"}),
+        )
+    }
+}
+
+pub fn metrics(state: &State) -> Response<Body> {
+    let mut resp = Response::new(body::full(state.render_metrics()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+pub fn models(state: &State, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let generation = state.current();
+    let principal = generation.auth.check(headers)?;
+    let data: Vec<_> = generation
+        .routes
+        .routes()
+        .available()
+        .iter()
+        .filter(|id| principal.is_none_or(|p| p.may_see(id)))
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "hermes-proxy"}))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": data}),
+    ))
+}
+
+/// `POST /admin/reload`: off (404) unless an admin key is configured.
+pub fn reload(state: &State, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let generation = state.current();
+    let Some(admin_key) = &generation.config.server.admin_key else {
+        return Err(ApiError::NotFound {
+            method: "POST".into(),
+            path: "/admin/reload (set admin_key_env in [server] to enable it)".into(),
+        });
+    };
+    let presented = crate::auth::bearer_token(headers).unwrap_or_default();
+    if !admin_key.matches(presented) {
+        return Err(ApiError::InvalidApiKey);
+    }
+    drop(generation);
+    let outcome = reload::reload(state, "admin endpoint");
+    let status = if outcome.result == "success" {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok(json_response(
+        status,
+        &serde_json::to_value(&outcome).unwrap_or_default(),
+    ))
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(body::full(serde_json::to_vec(value).unwrap_or_default()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

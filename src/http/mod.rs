@@ -1,0 +1,93 @@
+//! The HTTP surface: the edge layers, then dispatch by path. Every error
+//! becomes a response in the client's dialect here, in one place.
+//!
+//! - [`edge`]: request id, access log and metrics, CORS (tower layers)
+//! - [`proxy`]: a proxied request: auth, body, dialect in, route, the route's
+//!   stack, dialect out
+//! - [`admin`]: health, readiness, models, metrics, reload
+
+pub mod admin;
+pub mod edge;
+pub mod proxy;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::provider::BoxFuture;
+use crate::runtime::State;
+use crate::wire::chat::Endpoint;
+use edge::Trace;
+
+/// What the server runs for each HTTP request.
+pub type HttpService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
+
+/// The whole HTTP stack, outermost first.
+pub fn service(state: Arc<State>) -> HttpService {
+    let stack = ServiceBuilder::new()
+        .layer(edge::RequestIdLayer)
+        .layer(edge::ObserveLayer::new(state.handles.clone()))
+        .layer(edge::CorsLayer::new(state.clone()))
+        .service(Dispatch { state });
+    BoxCloneSyncService::new(stack)
+}
+
+/// Routes a request by method and path.
+#[derive(Clone)]
+pub struct Dispatch {
+    state: Arc<State>,
+}
+
+impl tower::Service<Request<Incoming>> for Dispatch {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let mut trace = Trace::default();
+            let result = dispatch(&state, req, &mut trace).await;
+            let mut resp = result.unwrap_or_else(ApiError::into_response);
+            resp.extensions_mut().insert(trace);
+            Ok(resp)
+        })
+    }
+}
+
+async fn dispatch(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path();
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let endpoint = match (req.method(), path) {
+        (&Method::GET, "/health") => return Ok(admin::health()),
+        (&Method::GET, "/ready") => return Ok(admin::ready(state)),
+        (&Method::GET, "/metrics") => return Ok(admin::metrics(state)),
+        (&Method::GET, "/v1/models") => return admin::models(state, req.headers()),
+        (&Method::POST, "/admin/reload") => return admin::reload(state, req.headers()),
+        (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
+        (&Method::POST, "/v1/completions") => Endpoint::Completions,
+        (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
+        (method, path) => {
+            return Err(ApiError::NotFound {
+                method: method.to_string(),
+                path: path.to_owned(),
+            })
+        }
+    };
+    proxy::forward(state, req, endpoint, trace).await
+}

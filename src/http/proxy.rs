@@ -1,0 +1,163 @@
+//! A proxied request, in order: authenticate, read the body and parse it in
+//! the client's dialect, route, send the canonical `Exchange` down the
+//! route's stack under the request deadline, then answer in the dialect: a
+//! JSON body, or a stream relayed as it arrives.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::edge::Trace;
+use crate::body::{self, Body};
+use crate::error::ApiError;
+use crate::pipeline::exchange::{Exchange, Served};
+use crate::pipeline::relay::{self, Relay, Resume};
+use crate::provider::Answer;
+use crate::runtime::State;
+use crate::wire::chat::{parse_request, Endpoint};
+
+pub async fn forward(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    endpoint: Endpoint,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ApiError> {
+    let started = Instant::now();
+    let generation = state.current();
+    let principal = generation.auth.check(req.headers())?;
+    let bytes = read_body(req, generation.config.server.max_body_bytes).await?;
+    let body = parse_request(&bytes, endpoint)?;
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let (plan, service) = generation
+        .routes
+        .resolve(&model)
+        .map_err(|e| match (e, principal) {
+            // A restricted key is not told about models it may not use.
+            (ApiError::ModelNotFound { model, available }, Some(p)) => ApiError::ModelNotFound {
+                model,
+                available: available.into_iter().filter(|id| p.may_see(id)).collect(),
+            },
+            (e, _) => e,
+        })?;
+    trace.route = Some(plan.label.clone());
+    if let Some(p) = principal {
+        if !p.may_use(&plan.label) {
+            return Err(ApiError::ModelNotAllowed(model));
+        }
+    }
+
+    let routes = generation.routes.clone();
+    let resume = (endpoint == Endpoint::Chat
+        && body.get("stream").and_then(Value::as_bool) == Some(true)
+        && plan.resume)
+        .then(|| Resume::new(routes.clone(), plan.label.clone(), body.clone()));
+    let timeout = generation.config.defaults.request_timeout;
+    let deadline = started + timeout;
+    let label = plan.label.clone();
+    let exchange = Exchange {
+        endpoint,
+        body,
+        plan,
+        deadline,
+        routes,
+    };
+    let served = tokio::time::timeout_at(deadline, service.oneshot(exchange))
+        .await
+        .map_err(|_| ApiError::Timeout(timeout))??;
+    trace.provider = Some(served.provider.clone());
+    trace.attempts = served.attempts;
+    trace.upstream_time = served.upstream_time;
+    let compressed = served
+        .compressed
+        .as_ref()
+        .map(|r| ("x-hermes-compressed", r.header()));
+    let headers = [
+        ("x-hermes-route", label.clone()),
+        ("x-hermes-provider", served.provider.clone()),
+        ("x-hermes-model", served.model.clone()),
+        ("x-hermes-attempts", served.attempts.to_string()),
+    ];
+    let Served {
+        answer,
+        provider,
+        estimated_tokens,
+        ..
+    } = served;
+    let handles = &state.handles;
+    let mut resp = match answer {
+        Answer::Json { body, usage } => {
+            if let Some(usage) = usage {
+                handles.account(&provider, estimated_tokens, usage);
+            }
+            trace.usage = usage;
+            respond(body::full(body), "application/json")
+        }
+        Answer::Stream { first, rest } => {
+            handles
+                .metrics
+                .ttft
+                .with_label_values(&[&label, &provider])
+                .observe(started.elapsed().as_secs_f64());
+            let relay = Relay {
+                handles: handles.clone(),
+                provider,
+                estimated_tokens,
+                deadline,
+                timeout,
+                resume,
+                usage: None,
+            };
+            let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+    };
+    for (name, value) in headers.into_iter().chain(compressed) {
+        if let Ok(v) = HeaderValue::try_from(value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    Ok(resp)
+}
+
+fn respond(body: Body, content_type: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// Reads at most `limit` bytes: a declared length over the limit is refused
+/// before reading anything, an undeclared one as soon as it passes the limit.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::RequestTooLarge { limit });
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::RequestTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::invalid(
+            format!("could not read the request body: {e}"),
+            None,
+        )),
+    }
+}

@@ -1,0 +1,82 @@
+//! The canonical request and answer every route's stack speaks, whatever
+//! dialect the client used: an [`Exchange`] goes down, a [`Served`] comes back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+
+use super::compress::Report;
+use crate::error::ApiError;
+use crate::provider::Answer;
+use crate::route::{Plan, Routes};
+use crate::wire::chat::Endpoint;
+
+/// One request on its way to an upstream.
+pub struct Exchange {
+    pub endpoint: Endpoint,
+    /// The request body in the canonical (Chat Completions) schema.
+    pub body: Map<String, Value>,
+    /// Where it may go.
+    pub plan: Arc<Plan>,
+    /// Nothing is started (no attempt, no backoff) that would end after this.
+    pub deadline: Instant,
+    /// The config's routes, for work that is itself a routed request (a
+    /// summary, a resumed stream, an agent's next step).
+    pub routes: Arc<RouteTable>,
+}
+
+/// What came back, before anything reached the client.
+pub struct Served {
+    pub answer: Answer,
+    /// The provider and model that answered.
+    pub provider: String,
+    pub model: String,
+    pub attempts: u32,
+    /// Time spent waiting on upstreams and backoffs, so the proxy's own
+    /// overhead can be told apart.
+    pub upstream_time: Duration,
+    /// Tokens charged to the provider's `tpm` before sending (0 without one).
+    pub estimated_tokens: u32,
+    /// What compression did to the conversation, if anything.
+    pub compressed: Option<Report>,
+}
+
+/// A route's whole stack as one cloneable service.
+pub type RouteService = BoxCloneSyncService<Exchange, Served, ApiError>;
+
+/// Every route's stack for one config, built once when it is loaded.
+pub struct RouteTable {
+    routes: Routes,
+    services: HashMap<String, RouteService>,
+    /// For `provider/model`: no route, so no route layers.
+    direct: RouteService,
+}
+
+impl RouteTable {
+    pub fn new(
+        routes: Routes,
+        services: HashMap<String, RouteService>,
+        direct: RouteService,
+    ) -> Self {
+        RouteTable {
+            routes,
+            services,
+            direct,
+        }
+    }
+
+    /// The plan for `model` and the stack to send it down.
+    pub fn resolve(&self, model: &str) -> Result<(Arc<Plan>, RouteService), ApiError> {
+        let plan = self.routes.resolve(model)?;
+        let service = self.services.get(&plan.label).unwrap_or(&self.direct);
+        Ok((plan, service.clone()))
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+}

@@ -1,0 +1,287 @@
+//! The attempt loop: a plan's targets tried in the strategy's order, each
+//! reply classified once, within `max_attempts` and the request deadline.
+//! The rules it follows are in [`rules`]; concerns around each attempt
+//! (proactive limits, compression) are [`hooks`]. Nothing here runs after
+//! the first byte has gone to the client: a `Served` answer is returned
+//! before the relay starts.
+//!
+//! [`Failover`] is the thin `Service` shell over the loop (linkerd's retry is
+//! the model), the innermost service of every route's stack.
+
+pub mod balance;
+pub mod cooldown;
+pub mod hooks;
+pub mod limits;
+mod rules;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::exchange::{Exchange, Served};
+use super::Handles;
+use crate::config::Defaults;
+use crate::error::{ApiError, ErrorKind};
+use crate::provider::{self, BoxFuture};
+use crate::route::Target;
+use cooldown::Reason;
+use hooks::{AttemptHook, Ctx, Phase};
+use rules::{decide, Decision, Failures};
+
+/// The attempt loop as a service.
+#[derive(Clone)]
+pub struct Failover {
+    handles: Arc<Handles>,
+    defaults: Arc<Defaults>,
+    hooks: Arc<[Box<dyn AttemptHook>]>,
+}
+
+impl Failover {
+    pub fn new(
+        handles: Arc<Handles>,
+        defaults: Defaults,
+        hooks: Vec<Box<dyn AttemptHook>>,
+    ) -> Self {
+        Failover {
+            handles,
+            defaults: Arc::new(defaults),
+            hooks: hooks.into(),
+        }
+    }
+}
+
+impl tower::Service<Exchange> for Failover {
+    type Response = Served;
+    type Error = ApiError;
+    type Future = BoxFuture<'static, Result<Served, ApiError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ApiError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, exchange: Exchange) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.run(exchange).await })
+    }
+}
+
+/// How a hook's phase moves the loop.
+enum Step {
+    Go,
+    Again,
+    Next,
+}
+
+impl Failover {
+    async fn run(&self, exchange: Exchange) -> Result<Served, ApiError> {
+        let defaults = &*self.defaults;
+        let h = &*self.handles;
+        let metrics = &h.metrics;
+        let plan = exchange.plan.clone();
+        let mut order: Vec<&Target> = plan.targets.iter().collect();
+        balance::order(plan.strategy, &mut order, &h.latencies);
+
+        let mut ctx = Ctx::new(exchange);
+        let mut failures = Failures::new();
+        let mut attempts = 0;
+        let mut retries_here = 0;
+        let mut previous: Option<&str> = None;
+        let mut next = 0;
+
+        'targets: while next < order.len() && attempts < defaults.max_attempts {
+            let target = order[next];
+            let provider = target.provider.name.as_str();
+            if let Some((left, reason)) =
+                h.cooldowns
+                    .remaining(provider, &target.model, Instant::now())
+            {
+                let line = format!("{provider}: cooling down for {}s", left.as_secs().max(1));
+                failures.skipped(line, (reason == Reason::RateLimited).then_some(left));
+                next += 1;
+                continue;
+            }
+            ctx.last = order[next + 1..].iter().all(|t| {
+                h.cooldowns
+                    .remaining(&t.provider.name, &t.model, Instant::now())
+                    .is_some()
+            });
+
+            for hook in self.hooks.iter() {
+                let phase = hook.before(&mut ctx, target).await;
+                match apply(phase, &mut failures)? {
+                    Step::Go => {}
+                    Step::Again => continue 'targets,
+                    Step::Next => {
+                        next += 1;
+                        continue 'targets;
+                    }
+                }
+            }
+
+            attempts += 1;
+            if let Some(from) = previous.filter(|from| *from != provider) {
+                metrics
+                    .fallbacks
+                    .with_label_values(&[&plan.label, from, provider])
+                    .inc();
+            }
+            previous = Some(provider);
+            let body = &mut ctx.exchange.body;
+            body.insert("model".into(), Value::String(target.model.clone()));
+
+            let started = Instant::now();
+            let result = provider::attempt(
+                &*target.adapter,
+                ctx.exchange.endpoint,
+                body,
+                defaults.first_byte_timeout,
+            )
+            .await;
+            let took = started.elapsed();
+            ctx.upstream_time += took;
+            metrics
+                .upstream_duration
+                .with_label_values(&[provider])
+                .observe(took.as_secs_f64());
+
+            let err = match result {
+                Ok(success) => {
+                    metrics
+                        .upstream_requests
+                        .with_label_values(&[provider, "ok"])
+                        .inc();
+                    h.cooldowns.clear(provider, &target.model);
+                    h.latencies
+                        .observe(provider, &target.model, took, Instant::now());
+                    if let Some(busy) = success.busy_for {
+                        h.cooldowns.cool(
+                            provider,
+                            &target.model,
+                            Reason::RateLimited,
+                            Some(busy),
+                            defaults.cooldown,
+                            Instant::now(),
+                        );
+                    }
+                    return Ok(Served {
+                        answer: success.answer,
+                        provider: provider.to_owned(),
+                        model: target.model.clone(),
+                        attempts,
+                        upstream_time: ctx.upstream_time,
+                        estimated_tokens: ctx.tokens.unwrap_or(0),
+                        compressed: ctx.compressed,
+                    });
+                }
+                Err(err) => err,
+            };
+            metrics
+                .upstream_requests
+                .with_label_values(&[provider, err.kind.as_str()])
+                .inc();
+            tracing::warn!(
+                provider,
+                model = %target.model,
+                outcome = err.kind.as_str(),
+                status = err.status,
+                "upstream attempt failed: {}",
+                err.message
+            );
+            failures
+                .lines
+                .push(format!("{provider}: {}", err.summary()));
+
+            for hook in self.hooks.iter() {
+                let phase = hook.after_error(&mut ctx, target, &err).await;
+                match apply(phase, &mut failures)? {
+                    Step::Go => {}
+                    Step::Again => continue 'targets,
+                    Step::Next => {
+                        next += 1;
+                        continue 'targets;
+                    }
+                }
+            }
+
+            let wait = match decide(&err, ctx.last, retries_here, defaults) {
+                Decision::Return => {
+                    return Err(match err.kind {
+                        ErrorKind::ContextLength => {
+                            ApiError::ContextLength(format!("{provider}: {}", err.message))
+                        }
+                        _ => ApiError::Upstream(err),
+                    })
+                }
+                Decision::Retry(wait) => wait,
+                Decision::Next(cool) => {
+                    if let Some(reason) = cool {
+                        let left = h.cooldowns.cool(
+                            provider,
+                            &target.model,
+                            reason,
+                            err.retry_after,
+                            defaults.cooldown,
+                            Instant::now(),
+                        );
+                        if reason == Reason::RateLimited {
+                            failures.rate_limited(left);
+                        }
+                    }
+                    if err.kind != ErrorKind::RateLimited {
+                        failures.only_rate_limits = false;
+                    }
+                    next += 1;
+                    retries_here = 0;
+                    continue;
+                }
+            };
+            if err.kind == ErrorKind::RateLimited {
+                failures.rate_limited(err.retry_after.unwrap_or(wait));
+            } else {
+                failures.only_rate_limits = false;
+            }
+            if attempts >= defaults.max_attempts || Instant::now() + wait >= ctx.exchange.deadline {
+                // Out of attempts or time: report what happened instead of a
+                // timeout, and let the next requests skip a target that said wait.
+                if err.kind == ErrorKind::RateLimited {
+                    h.cooldowns.cool(
+                        provider,
+                        &target.model,
+                        Reason::RateLimited,
+                        err.retry_after,
+                        defaults.cooldown,
+                        Instant::now(),
+                    );
+                }
+                break;
+            }
+            metrics
+                .retries
+                .with_label_values(&[provider, err.kind.as_str()])
+                .inc();
+            tokio::time::sleep(wait).await;
+            ctx.upstream_time += wait;
+            retries_here += 1;
+        }
+        // Some target could not take the conversation even compressed: say so
+        // with the sizes, unless another target only asked to wait.
+        if ctx.too_long && failures.soonest.is_none() {
+            return Err(ApiError::ContextLength(failures.lines.join("; ")));
+        }
+        Err(failures.into_error(&plan.label))
+    }
+}
+
+fn apply(phase: Phase, failures: &mut Failures) -> Result<Step, ApiError> {
+    match phase {
+        Phase::Go => Ok(Step::Go),
+        Phase::Again => Ok(Step::Again),
+        Phase::Skip { line, rate_limited } => {
+            failures.skipped(line, rate_limited);
+            Ok(Step::Next)
+        }
+        Phase::Fail(err) => Err(err),
+    }
+}

@@ -1,0 +1,88 @@
+//! Each route's stack, built once per config: the route's layers around
+//! [`Failover`], outermost first. A concern that wraps a route (the agent
+//! loop, a cache, a guardrail) is a `tower::Layer` added here, never a branch
+//! in the attempt loop.
+//!
+//! ```text
+//! RouteService = [extra layers for this route] -> Failover
+//!                   (per attempt: FitHook, LimitsHook) -> Provider
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tower::{Layer, Service};
+
+use super::compress::fit::FitHook;
+use super::exchange::{Exchange, RouteService, RouteTable, Served};
+use super::failover::limits::LimitsHook;
+use super::failover::Failover;
+use super::Handles;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::route::Routes;
+
+/// Wraps one route's stack.
+pub type RouteLayer = Arc<dyn Fn(RouteService) -> RouteService + Send + Sync>;
+
+/// Type-erases a `tower::Layer` over route stacks.
+pub fn route_layer<L>(layer: L) -> RouteLayer
+where
+    L: Layer<RouteService> + Send + Sync + 'static,
+    L::Service:
+        Service<Exchange, Response = Served, Error = ApiError> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Exchange>>::Future: Send + 'static,
+{
+    Arc::new(move |inner| RouteService::new(layer.layer(inner)))
+}
+
+/// Layers added to named routes, kept across reloads and applied to every
+/// stack built for those routes, in the order added (the last one outermost).
+#[derive(Clone, Default)]
+pub struct Layers {
+    by_route: Vec<(String, RouteLayer)>,
+}
+
+impl Layers {
+    pub fn add(mut self, route: &str, layer: RouteLayer) -> Self {
+        self.by_route.push((route.to_owned(), layer));
+        self
+    }
+}
+
+/// Every route's stack for `config`.
+pub fn build(config: &Config, handles: &Arc<Handles>, layers: &Layers) -> Arc<RouteTable> {
+    // Hooks run in this order before each attempt: a conversation is fitted
+    // to the target first, then charged to its limits at its real size.
+    let failover = Failover::new(
+        handles.clone(),
+        config.defaults.clone(),
+        vec![
+            Box::new(FitHook::new(handles.clone(), config.compression.clone())),
+            Box::new(LimitsHook::new(
+                handles.limits.clone(),
+                config.defaults.max_retry_wait,
+            )),
+        ],
+    );
+    let services: HashMap<String, RouteService> = config
+        .routes
+        .iter()
+        .map(|route| {
+            let stack = layers
+                .by_route
+                .iter()
+                .filter(|(name, _)| *name == route.name)
+                .fold(RouteService::new(failover.clone()), |inner, (_, layer)| {
+                    layer(inner)
+                });
+            (route.name.clone(), stack)
+        })
+        .collect();
+    let routes = Routes::new(config, &handles.client);
+    Arc::new(RouteTable::new(
+        routes,
+        services,
+        RouteService::new(failover),
+    ))
+}

@@ -1,0 +1,249 @@
+//! Retry hints: when an upstream said to come back, from whichever of the
+//! headers and message wordings it used (`Retry-After` in seconds or as an
+//! HTTP date, OpenAI's and Anthropic's bucket resets, Go durations, "try
+//! again in 20s"). Time parsing is written here because the formats are the
+//! providers' own mix, and no one crate reads them all.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+
+pub(super) const NANOS_PER_MS: u128 = 1_000_000;
+pub(super) const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+pub(super) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3). A date
+/// already past gives no hint, so a later source (or the caller's own
+/// backoff) decides instead of a zero wait born of clock skew.
+pub(super) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    parse_decimal(value, NANOS_PER_SEC).or_else(|| {
+        httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .ok()
+    })
+}
+
+/// The latest reset among buckets that are exhausted: their `remaining` is 0,
+/// or, on a 429, unknown. A bucket with room left is not what stopped us, and
+/// its reset (when it is full again) would only overstate the wait.
+pub(super) fn bucket_reset(
+    headers: &HeaderMap,
+    now: SystemTime,
+    throttled: bool,
+) -> Option<Duration> {
+    const GO_DURATION_BUCKETS: &[(&str, &str)] = &[
+        (
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ),
+        ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    ];
+    const RFC3339_BUCKETS: &[(&str, &str)] = &[
+        (
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+        ),
+        (
+            "anthropic-ratelimit-tokens-remaining",
+            "anthropic-ratelimit-tokens-reset",
+        ),
+        (
+            "anthropic-ratelimit-input-tokens-remaining",
+            "anthropic-ratelimit-input-tokens-reset",
+        ),
+        (
+            "anthropic-ratelimit-output-tokens-remaining",
+            "anthropic-ratelimit-output-tokens-reset",
+        ),
+    ];
+    let exhausted = |remaining: &str| match header(headers, remaining) {
+        Some(v) => v.parse::<f64>().map_or(throttled, |n| n <= 0.0),
+        None => throttled,
+    };
+    let go = GO_DURATION_BUCKETS
+        .iter()
+        .filter(|(remaining, _)| exhausted(remaining))
+        .filter_map(|(_, reset)| parse_go_duration(header(headers, reset)?));
+    let rfc = RFC3339_BUCKETS
+        .iter()
+        .filter(|(remaining, _)| exhausted(remaining))
+        .filter_map(|(_, reset)| {
+            parse_rfc3339(header(headers, reset)?)?
+                .duration_since(now)
+                .ok()
+        });
+    go.chain(rfc).max()
+}
+
+/// Every header `hint` reads starts so.
+pub(super) fn is_hint_header(name: &str) -> bool {
+    name.starts_with("retry-after")
+        || name.starts_with("x-ratelimit-")
+        || name.starts_with("anthropic-ratelimit-")
+}
+
+/// "try again after 1 seconds" (Kimi), "try again in 644ms" / "in 1.5s"
+/// (OpenAI), "retry after 20 seconds" (Azure), "retry in 32.5s" (Gemini).
+pub(super) fn message_hint(message: &str) -> Option<Duration> {
+    const MARKERS: &[&str] = &[
+        "try again in ",
+        "try again after ",
+        "retry after ",
+        "retry in ",
+    ];
+    let lower = message.to_lowercase();
+    MARKERS.iter().find_map(|marker| {
+        lower
+            .match_indices(marker)
+            .find_map(|(at, _)| spoken_duration(&lower[at + marker.len()..]))
+    })
+}
+
+/// A duration at the start of `text`: "644ms.", "6m0s", "1 seconds", "2 minutes".
+pub(super) fn spoken_duration(text: &str) -> Option<Duration> {
+    let mut words = text.split_whitespace();
+    let first = words.next()?.trim_end_matches(['.', ',', ';', ')']);
+    if let Some(d) = parse_go_duration(first) {
+        return Some(d);
+    }
+    let unit = words.next()?.trim_end_matches(['.', ',', ';', ')']);
+    let unit_nanos = match unit {
+        "ms" | "millisecond" | "milliseconds" => NANOS_PER_MS,
+        "s" | "sec" | "secs" | "second" | "seconds" => NANOS_PER_SEC,
+        "min" | "mins" | "minute" | "minutes" => 60 * NANOS_PER_SEC,
+        "h" | "hour" | "hours" => 3600 * NANOS_PER_SEC,
+        _ => return None,
+    };
+    parse_decimal(first, unit_nanos)
+}
+
+/// Go's `time.Duration` text as OpenAI sends it: "1s", "6m0s", "12ms",
+/// "1m30.5s". Integer arithmetic so "644ms" is exactly 644 ms.
+pub(super) fn parse_go_duration(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_len);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let unit_nanos = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => NANOS_PER_MS,
+            "s" => NANOS_PER_SEC,
+            "m" => 60 * NANOS_PER_SEC,
+            "h" => 3600 * NANOS_PER_SEC,
+            _ => return None,
+        };
+        total = total.checked_add(parse_decimal(number, unit_nanos)?)?;
+        rest = tail;
+    }
+    (!text.is_empty()).then_some(total)
+}
+
+/// A non-negative decimal ("7", "1.5", "1500.25") times a unit in nanoseconds.
+pub(super) fn parse_decimal(text: &str, unit_nanos: u128) -> Option<Duration> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !digits_only(whole) || !digits_only(frac) {
+        return None;
+    }
+    // Digits beyond nanosecond precision of the largest unit change nothing.
+    let frac = &frac[..frac.len().min(18)];
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let frac_value: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let nanos = whole
+        .checked_mul(unit_nanos)?
+        .checked_add(frac_value * unit_nanos / 10u128.pow(frac.len() as u32))?;
+    let secs = u64::try_from(nanos / NANOS_PER_SEC).ok()?;
+    Some(Duration::new(secs, (nanos % NANOS_PER_SEC) as u32))
+}
+
+/// RFC 3339 timestamps as Anthropic sends them: `2025-01-01T12:00:30Z`,
+/// with optional fraction and `±HH:MM` offset.
+pub(super) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = b.get(from..from + len)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
+    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt ") && at(13, b":") && at(16, b":")) {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: u32 = 0;
+    if at(i, b".") {
+        i += 1;
+        let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        for (n, d) in b[i..i + digits].iter().enumerate().take(9) {
+            nanos += u32::from(d - b'0') * 10u32.pow(8 - n as u32);
+        }
+        i += digits;
+    }
+    let offset_secs = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && at(i + 3, b":") => {
+            let offset = num(i + 1, 2)? * 3600 + num(i + 4, 2)? * 60;
+            if *sign == b'+' {
+                offset
+            } else {
+                -offset
+            }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_secs;
+    Some(UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+pub(super) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}

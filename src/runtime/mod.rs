@@ -1,0 +1,90 @@
+//! The running proxy's state: the process-lifetime [`Handles`], and the
+//! [`Generation`] built from one config, swapped whole on [`reload`].
+//!
+//! A request loads the current generation once and keeps it to the end, so a
+//! reload never changes a request halfway.
+
+pub mod reload;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::pipeline::service::{self, Layers};
+use crate::pipeline::{Handles, RouteTable};
+use reload::ConfigSource;
+
+/// Everything derived from one config.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub auth: Auth,
+    /// Every route's stack, built once for this config.
+    pub routes: Arc<RouteTable>,
+}
+
+/// The proxy while it runs: what a reload keeps and what it replaces.
+pub struct State {
+    pub handles: Arc<Handles>,
+    current: ArcSwap<Generation>,
+    /// Where the config came from, for reloads (None: the embedded default).
+    pub source: Option<ConfigSource>,
+    /// Route layers an embedding program added; rebuilt into every generation.
+    layers: Layers,
+}
+
+impl State {
+    pub fn new(config: Config) -> Arc<Self> {
+        Self::build(config, None, Layers::default())
+    }
+
+    pub fn with_source(config: Config, source: Option<ConfigSource>) -> Arc<Self> {
+        Self::build(config, source, Layers::default())
+    }
+
+    /// As `with_source`, with extra layers on named routes.
+    pub fn build(config: Config, source: Option<ConfigSource>, layers: Layers) -> Arc<Self> {
+        let handles = Arc::new(Handles::new(config.defaults.connect_timeout));
+        let first = generation(config, &handles, &layers);
+        Arc::new(State {
+            current: ArcSwap::from_pointee(first),
+            handles,
+            source,
+            layers,
+        })
+    }
+
+    /// The generation serving now.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Builds a generation from `config` and makes it the current one.
+    pub fn install(&self, config: Config) {
+        let next = generation(config, &self.handles, &self.layers);
+        self.current.store(Arc::new(next));
+    }
+
+    /// The metrics page. Gauges that describe state (cooldowns) are set from
+    /// that state here, so they can never be left stale.
+    pub fn render_metrics(&self) -> Vec<u8> {
+        let h = &self.handles;
+        let cooling = h.cooldowns.cooling_providers(tokio::time::Instant::now());
+        for p in &self.current.load().config.providers {
+            let v = i64::from(cooling.contains(&p.name));
+            h.metrics.cooldown.with_label_values(&[&p.name]).set(v);
+        }
+        h.metrics.render()
+    }
+}
+
+fn generation(config: Config, handles: &Arc<Handles>, layers: &Layers) -> Generation {
+    handles.metrics.register_series(&config);
+    let routes = service::build(&config, handles, layers);
+    Generation {
+        auth: Auth::new(&config.server.keys),
+        config: Arc::new(config),
+        routes,
+    }
+}

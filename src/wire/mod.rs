@@ -1,0 +1,15 @@
+//! Dialects at the edges: how requests, answers, streams and errors look on
+//! the wire. Parsing and encoding only; nothing here sends or routes.
+//!
+//! - [`chat`]: the Chat Completions dialect (and completions, embeddings)
+//! - [`sse`]: server-sent events, read and written
+//! - [`usage`]: one schema for usage and reasoning, whatever the upstream called them
+//! - [`error`]: errors in the OpenAI shape
+//!
+//! A new dialect (Responses, Anthropic Messages) is a new file here that
+//! translates onto the same canonical request and back.
+
+pub mod chat;
+pub mod error;
+pub mod sse;
+pub mod usage;
