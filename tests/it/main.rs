@@ -13,5 +13,6 @@ mod load;
 mod metrics;
 mod probe;
 mod reload;
+mod route_layer;
 mod server;
 mod streaming;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
 use hermes_proxy::config;
+use hermes_proxy::pipeline::service::Layers;
 use hermes_proxy::runtime::reload::ConfigSource;
 use hermes_proxy::runtime::State;
 use hermes_proxy::server;
@@ -25,6 +26,12 @@ impl Proxy {
     /// Starts a proxy from routes.toml text; panics with every config error.
     pub async fn start(toml: &str) -> Proxy {
         Self::start_with_env(toml, &[]).await
+    }
+
+    /// As `start`, with extra tower layers on named routes' stacks.
+    pub async fn start_with_layers(toml: &str, layers: Layers) -> Proxy {
+        let config = parse(toml, "test.toml", &lookup(&[]));
+        Self::serve(State::build(config, None, layers), None).await
     }
 
     /// As `start`, with the environment variables the config names.
