@@ -1,10 +1,11 @@
 //! Retry hints: when an upstream said to come back, from whichever of the
 //! headers and message wordings it used (`Retry-After` in seconds or as an
 //! HTTP date, OpenAI's and Anthropic's bucket resets, Go durations, "try
-//! again in 20s"). Time parsing is written here because the formats are the
-//! providers' own mix, and no one crate reads them all.
+//! again in 20s"). HTTP dates and RFC 3339 times are read by httpdate and
+//! humantime; the spoken and Go-style durations are the providers' own mix,
+//! which no crate reads, so they are parsed here.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
@@ -182,68 +183,29 @@ pub(super) fn parse_decimal(text: &str, unit_nanos: u128) -> Option<Duration> {
     Some(Duration::new(secs, (nanos % NANOS_PER_SEC) as u32))
 }
 
-/// RFC 3339 timestamps as Anthropic sends them: `2025-01-01T12:00:30Z`,
-/// with optional fraction and `±HH:MM` offset.
+/// An RFC 3339 time, as Anthropic's reset headers send it. humantime reads
+/// the UTC form (`Z`) only, so a numeric offset (`+02:00`) is taken off here.
 pub(super) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let b = text.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let part = b.get(from..from + len)?;
-        part.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
-    };
-    let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
-    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt ") && at(13, b":") && at(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: u32 = 0;
-    if at(i, b".") {
-        i += 1;
-        let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return None;
-        }
-        for (n, d) in b[i..i + digits].iter().enumerate().take(9) {
-            nanos += u32::from(d - b'0') * 10u32.pow(8 - n as u32);
-        }
-        i += digits;
-    }
-    let offset_secs = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if i + 6 == b.len() && at(i + 3, b":") => {
-            let offset = num(i + 1, 2)? * 3600 + num(i + 4, 2)? * 60;
-            if *sign == b'+' {
-                offset
+    let text = text.trim();
+    let offset = text.len().checked_sub(6).and_then(|i| {
+        let (head, tail) = (text.get(..i)?, text.get(i..)?);
+        let east = match tail.as_bytes() {
+            [b'+', _, _, b':', _, _] => true,
+            [b'-', _, _, b':', _, _] => false,
+            _ => return None,
+        };
+        let (hours, minutes): (u64, u64) = (tail[1..3].parse().ok()?, tail[4..6].parse().ok()?);
+        Some((head, east, Duration::from_secs(hours * 3600 + minutes * 60)))
+    });
+    match offset {
+        None => humantime::parse_rfc3339(text).ok(),
+        Some((local, east, by)) => {
+            let as_if_utc = humantime::parse_rfc3339(&format!("{local}Z")).ok()?;
+            if east {
+                as_if_utc.checked_sub(by)
             } else {
-                -offset
+                as_if_utc.checked_add(by)
             }
         }
-        _ => return None,
-    };
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset_secs;
-    Some(UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-pub(super) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    }
 }
