@@ -1,22 +1,26 @@
-//! The edge: tower layers every HTTP request passes, outermost first.
+//! The edge: what every HTTP request passes, outermost first, each a tower
+//! layer made from an async function around the rest of the stack
+//! ([`from_fn`], what axum's `middleware::from_fn` does):
 //!
-//! - [`RequestIdLayer`]: keeps the client's `x-request-id` (if short and
+//! - [`request_id`]: keeps the client's `x-request-id` (if short and
 //!   non-empty) or makes one; the request's tracing span; echoes the id.
-//! - [`ObserveLayer`]: in-flight gauge, request metrics, the access log line.
-//! - [`CorsLayer`]: answers preflights and adds CORS headers for allowed origins.
+//! - [`observe`]: in-flight gauge, request metrics, the access log line.
+//! - [`cors`]: answers preflights and adds CORS headers for allowed origins.
 //!
-//! These are hand-written rather than tower-http's: its request-id layer keeps
-//! any client id (SPEC bounds it at 128 bytes), its CORS layer fixes the
-//! allowed origins when built (ours follow live reloads) and answers
-//! preflights differently, and its trace layer cannot see which route and
-//! provider served the request, which the access log must say.
+//! These are ours rather than tower-http's: its request-id layer keeps any
+//! client id (ours bounds it at 128 bytes), its CORS layer fixes the allowed
+//! origins when built (ours follow live reloads) and answers preflights
+//! differently, and its trace layer cannot see which route and provider
+//! served the request, which the access log must say.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -45,54 +49,86 @@ pub struct Trace {
     pub usage: Option<Usage>,
 }
 
-type Resp = Result<Response<Body>, Infallible>;
+// ------------------------------------------------------------------ from_fn
 
-// ------------------------------------------------------------------ request id
+/// The rest of the stack, for an edge function to call once (or not at all).
+pub type Next = Box<dyn FnOnce(Request<Incoming>) -> BoxFuture<'static, Response<Body>> + Send>;
 
-#[derive(Clone, Copy, Default)]
-pub struct RequestIdLayer;
+/// A layer from an async function `f(request, next) -> response`.
+pub fn from_fn<F>(f: F) -> FromFn<F> {
+    FromFn { f }
+}
 
-impl<S> Layer<S> for RequestIdLayer {
-    type Service = RequestId<S>;
-    fn layer(&self, inner: S) -> RequestId<S> {
-        RequestId { inner }
+#[derive(Clone)]
+pub struct FromFn<F> {
+    f: F,
+}
+
+impl<S, F: Clone> Layer<S> for FromFn<F> {
+    type Service = Edge<S, F>;
+    fn layer(&self, inner: S) -> Edge<S, F> {
+        Edge {
+            inner,
+            f: self.f.clone(),
+        }
     }
 }
 
 #[derive(Clone)]
-pub struct RequestId<S> {
+pub struct Edge<S, F> {
     inner: S,
+    f: F,
 }
 
-impl<S, B> Service<Request<B>> for RequestId<S>
+impl<S, F, Fut> Service<Request<Incoming>> for Edge<S, F>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    F: Fn(Request<Incoming>, Next) -> Fut,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Resp>;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let id = request_id(req.headers());
-        let span = tracing::info_span!("request", id = %id);
-        let fut = self.inner.call(req).instrument(span);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            if let Ok(v) = HeaderValue::try_from(id.as_str()) {
-                resp.headers_mut().insert("x-request-id", v);
-            }
-            Ok(resp)
-        })
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        // The service that was polled ready is the one to call; a clone stays.
+        let fresh = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, fresh);
+        let next: Next = Box::new(move |req| {
+            let answer = ready.call(req);
+            Box::pin(async move {
+                match answer.await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            })
+        });
+        let answer = (self.f)(req, next);
+        Box::pin(async move { Ok(answer.await) })
     }
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+// ------------------------------------------------------------------ request id
+
+pub async fn request_id(req: Request<Incoming>, next: Next) -> Response<Body> {
+    let id = id_of(req.headers());
+    let span = tracing::info_span!("request", id = %id);
+    let mut resp = next(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::try_from(id.as_str()) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn id_of(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -103,81 +139,31 @@ fn request_id(headers: &HeaderMap) -> String {
 
 // ------------------------------------------------------------------ observe
 
-#[derive(Clone)]
-pub struct ObserveLayer {
-    handles: Arc<Handles>,
-}
-
-impl ObserveLayer {
-    pub fn new(handles: Arc<Handles>) -> Self {
-        ObserveLayer { handles }
+pub async fn observe(handles: Arc<Handles>, req: Request<Incoming>, next: Next) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let inflight = Inflight::new(&handles.metrics);
+    let mut resp = next(req).await;
+    let trace = resp.extensions_mut().remove::<Trace>().unwrap_or_default();
+    // Proxied requests that failed before routing (bad key, body, model)
+    // count under a fixed label, so error ratios see them.
+    let proxied = path.starts_with("/v1/") && method == Method::POST;
+    if let Some(route) = trace.route.as_deref().or(proxied.then_some(UNROUTED)) {
+        record(&handles.metrics, route, resp.status(), started, &trace);
+        tracing::info!(
+            route,
+            provider = trace.provider.as_deref().unwrap_or("-"),
+            attempts = trace.attempts,
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            upstream_ms = trace.upstream_time.as_millis() as u64,
+            prompt_tokens = trace.usage.map(|u| u.prompt),
+            completion_tokens = trace.usage.map(|u| u.completion),
+            "{method} {path}"
+        );
     }
-}
-
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            handles: self.handles.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Observe<S> {
-    inner: S,
-    handles: Arc<Handles>,
-}
-
-impl<S, B> Service<Request<B>> for Observe<S>
-where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Resp>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let inflight = Inflight::new(&self.handles.metrics);
-        let fut = self.inner.call(req);
-        let handles = self.handles.clone();
-        Box::pin(async move {
-            let resp = fut.await?;
-            let trace = resp
-                .extensions()
-                .get::<Trace>()
-                .cloned()
-                .unwrap_or_default();
-            // Proxied requests that failed before routing (bad key, body, model)
-            // count under a fixed label, so error ratios see them.
-            let proxied = path.starts_with("/v1/") && method == Method::POST;
-            if let Some(route) = trace.route.as_deref().or(proxied.then_some(UNROUTED)) {
-                record(&handles.metrics, route, resp.status(), started, &trace);
-                tracing::info!(
-                    route,
-                    provider = trace.provider.as_deref().unwrap_or("-"),
-                    attempts = trace.attempts,
-                    status = resp.status().as_u16(),
-                    ms = started.elapsed().as_millis() as u64,
-                    upstream_ms = trace.upstream_time.as_millis() as u64,
-                    prompt_tokens = trace.usage.map(|u| u.prompt),
-                    completion_tokens = trace.usage.map(|u| u.completion),
-                    "{method} {path}"
-                );
-            }
-            Ok(resp.map(|b| body::with_guard(b, inflight)))
-        })
-    }
+    resp.map(|b| body::with_guard(b, inflight))
 }
 
 /// Counts a request in `hermes_inflight_requests` until its body is sent.
@@ -212,64 +198,17 @@ fn record(m: &Metrics, route: &str, status: StatusCode, started: Instant, trace:
 
 // ------------------------------------------------------------------ CORS
 
-#[derive(Clone)]
-pub struct CorsLayer {
-    state: Arc<State>,
-}
-
-impl CorsLayer {
-    pub fn new(state: Arc<State>) -> Self {
-        CorsLayer { state }
+pub async fn cors(state: Arc<State>, req: Request<Incoming>, next: Next) -> Response<Body> {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = if req.method() == Method::OPTIONS {
+        preflight(req.headers())
+    } else {
+        next(req).await
+    };
+    if let Some(origin) = origin {
+        cors_headers(&state, &origin, resp.headers_mut());
     }
-}
-
-impl<S> Layer<S> for CorsLayer {
-    type Service = Cors<S>;
-    fn layer(&self, inner: S) -> Cors<S> {
-        Cors {
-            inner,
-            state: self.state.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Cors<S> {
-    inner: S,
-    state: Arc<State>,
-}
-
-impl<S, B> Service<Request<B>> for Cors<S>
-where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Resp>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let origin = req.headers().get(header::ORIGIN).cloned();
-        let state = self.state.clone();
-        let answer = if req.method() == Method::OPTIONS {
-            let resp = preflight(req.headers());
-            Box::pin(async move { Ok(resp) }) as BoxFuture<'static, Resp>
-        } else {
-            Box::pin(self.inner.call(req))
-        };
-        Box::pin(async move {
-            let mut resp = answer.await?;
-            if let Some(origin) = origin {
-                cors_headers(&state, &origin, resp.headers_mut());
-            }
-            Ok(resp)
-        })
-    }
+    resp
 }
 
 /// Adds the CORS headers when `origin` is allowed by `cors_origins`.

@@ -31,10 +31,16 @@ pub type HttpService = BoxCloneSyncService<Request<Incoming>, Response<Body>, In
 
 /// The whole HTTP stack, outermost first.
 pub fn service(state: Arc<State>) -> HttpService {
+    let handles = state.handles.clone();
+    let cors_state = state.clone();
     let stack = ServiceBuilder::new()
-        .layer(edge::RequestIdLayer)
-        .layer(edge::ObserveLayer::new(state.handles.clone()))
-        .layer(edge::CorsLayer::new(state.clone()))
+        .layer(edge::from_fn(edge::request_id))
+        .layer(edge::from_fn(move |req, next| {
+            edge::observe(handles.clone(), req, next)
+        }))
+        .layer(edge::from_fn(move |req, next| {
+            edge::cors(cors_state.clone(), req, next)
+        }))
         .service(Dispatch { state });
     BoxCloneSyncService::new(stack)
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::exchange::{Exchange, Served};
 use super::Handles;
 use crate::config::Defaults;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::provider::{self, BoxFuture};
 use crate::route::Target;
 use cooldown::Reason;
@@ -67,13 +67,6 @@ impl tower::Service<Exchange> for Failover {
     }
 }
 
-/// How a hook's phase moves the loop.
-enum Step {
-    Go,
-    Again,
-    Next,
-}
-
 impl Failover {
     async fn run(&self, exchange: Exchange) -> Result<Served, ApiError> {
         let defaults = &*self.defaults;
@@ -90,7 +83,7 @@ impl Failover {
         let mut previous: Option<&str> = None;
         let mut next = 0;
 
-        'targets: while next < order.len() && attempts < defaults.max_attempts {
+        while next < order.len() && attempts < defaults.max_attempts {
             let target = order[next];
             let provider = target.provider.name.as_str();
             if let Some((left, reason)) =
@@ -108,16 +101,9 @@ impl Failover {
                     .is_some()
             });
 
-            for hook in self.hooks.iter() {
-                let phase = hook.before(&mut ctx, target).await;
-                match apply(phase, &mut failures)? {
-                    Step::Go => {}
-                    Step::Again => continue 'targets,
-                    Step::Next => {
-                        next += 1;
-                        continue 'targets;
-                    }
-                }
+            if let Some(advance) = apply(self.before(&mut ctx, target).await, &mut failures)? {
+                next += advance;
+                continue;
             }
 
             attempts += 1;
@@ -193,16 +179,10 @@ impl Failover {
                 .lines
                 .push(format!("{provider}: {}", err.summary()));
 
-            for hook in self.hooks.iter() {
-                let phase = hook.after_error(&mut ctx, target, &err).await;
-                match apply(phase, &mut failures)? {
-                    Step::Go => {}
-                    Step::Again => continue 'targets,
-                    Step::Next => {
-                        next += 1;
-                        continue 'targets;
-                    }
-                }
+            let phase = self.after_error(&mut ctx, target, &err).await;
+            if let Some(advance) = apply(phase, &mut failures)? {
+                next += advance;
+                continue;
             }
 
             let wait = match decide(&err, ctx.last, retries_here, defaults) {
@@ -274,13 +254,38 @@ impl Failover {
     }
 }
 
-fn apply(phase: Phase, failures: &mut Failures) -> Result<Step, ApiError> {
+impl Failover {
+    /// The hooks in order, until one has something to say.
+    async fn before(&self, ctx: &mut Ctx, target: &Target) -> Phase {
+        for hook in self.hooks.iter() {
+            match hook.before(ctx, target).await {
+                Phase::Go => {}
+                said => return said,
+            }
+        }
+        Phase::Go
+    }
+
+    async fn after_error(&self, ctx: &mut Ctx, target: &Target, err: &UpstreamError) -> Phase {
+        for hook in self.hooks.iter() {
+            match hook.after_error(ctx, target, err).await {
+                Phase::Go => {}
+                said => return said,
+            }
+        }
+        Phase::Go
+    }
+}
+
+/// How a hook's phase moves the loop: `None` goes on with this target,
+/// `Some(n)` moves `n` targets on (0: the same one again) and loops.
+fn apply(phase: Phase, failures: &mut Failures) -> Result<Option<usize>, ApiError> {
     match phase {
-        Phase::Go => Ok(Step::Go),
-        Phase::Again => Ok(Step::Again),
+        Phase::Go => Ok(None),
+        Phase::Again => Ok(Some(0)),
         Phase::Skip { line, rate_limited } => {
             failures.skipped(line, rate_limited);
-            Ok(Step::Next)
+            Ok(Some(1))
         }
         Phase::Fail(err) => Err(err),
     }
