@@ -27,9 +27,9 @@ use tracing::Instrument;
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
 use crate::pipeline::Handles;
-use crate::provider::BoxFuture;
 use crate::runtime::State;
 use crate::wire::usage::Usage;
+use futures_util::future::BoxFuture;
 
 /// The `route` label of proxied requests refused before a route was chosen.
 const UNROUTED: &str = "unrouted";

@@ -21,10 +21,10 @@ use tower::ServiceBuilder;
 
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::provider::BoxFuture;
 use crate::runtime::State;
 use crate::wire::chat::Endpoint;
 use edge::Trace;
+use futures_util::future::BoxFuture;
 
 /// What the server runs for each HTTP request.
 pub type HttpService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;

@@ -9,12 +9,13 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{BoxFuture, Provider};
+use super::Provider;
 use crate::body::{self, Body};
 use crate::config::MockSettings;
 use crate::error::UpstreamError;
 use crate::wire::chat::Endpoint;
 use crate::wire::sse;
+use futures_util::future::BoxFuture;
 
 pub struct Mock {
     settings: MockSettings,

@@ -16,12 +16,11 @@ pub mod mock;
 pub mod openai;
 mod read;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::Response;
 use serde_json::{Map, Value};
 
@@ -34,8 +33,6 @@ use crate::wire::sse::SseReader;
 use crate::wire::usage::Usage;
 
 pub use read::normalize_event;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One upstream's dialect. Implementations only translate and send; what
 /// every attempt shares (timeouts, reading the answer, classification,

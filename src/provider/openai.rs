@@ -7,12 +7,13 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response};
 use serde_json::{Map, Value};
 
-use super::{BoxFuture, Provider};
+use super::Provider;
 use crate::body::{self, Body};
 use crate::config;
 use crate::error::{ErrorKind, UpstreamError};
 use crate::upstream::{self, Client};
 use crate::wire::chat::Endpoint;
+use futures_util::future::BoxFuture;
 
 pub struct OpenAi {
     provider: Arc<config::Provider>,

@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures_util::future::BoxFuture;
 use hermes_proxy::error::ApiError;
 use hermes_proxy::pipeline::service::{route_layer, Layers};
 use hermes_proxy::pipeline::{Exchange, RouteService, Served};
-use hermes_proxy::provider::BoxFuture;
 use serde_json::{json, Value};
 use tower::{Layer, Service};
 

@@ -17,8 +17,8 @@ use crate::config::Compression;
 use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::pipeline::failover::hooks::{AttemptHook, Ctx, Phase};
 use crate::pipeline::Handles;
-use crate::provider::BoxFuture;
 use crate::route::Target;
+use futures_util::future::BoxFuture;
 
 /// At most this many compression rounds per request.
 const MAX_COMPRESSIONS: u32 = 3;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::super::compress::Report;
 use super::super::exchange::Exchange;
 use crate::error::{ApiError, UpstreamError};
-use crate::provider::BoxFuture;
 use crate::route::Target;
+use futures_util::future::BoxFuture;
 
 /// What a hook decides for the target at hand.
 pub enum Phase {

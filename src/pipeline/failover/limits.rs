@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use super::hooks::{AttemptHook, Ctx, Phase};
 use crate::config::Provider;
-use crate::provider::BoxFuture;
 use crate::route::Target;
+use futures_util::future::BoxFuture;
 
 pub struct ProviderLimits {
     rpm: Option<DefaultDirectRateLimiter>,

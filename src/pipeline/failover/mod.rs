@@ -24,9 +24,10 @@ use super::exchange::{Exchange, Served};
 use super::Handles;
 use crate::config::Defaults;
 use crate::error::{ApiError, ErrorKind, UpstreamError};
-use crate::provider::{self, BoxFuture};
+use crate::provider;
 use crate::route::Target;
 use cooldown::Reason;
+use futures_util::future::BoxFuture;
 use hooks::{AttemptHook, Ctx, Phase};
 use rules::{decide, Decision, Failures};
 
