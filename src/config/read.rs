@@ -8,8 +8,7 @@
 //! that context and reports into the shared [`Report`]. A value that is wrong
 //! reads as `None` and the rest of the file is still read.
 //!
-//! Tables are declared with [`section!`](crate::config::read::section): one
-//! field per key, which generates the reader, the list of valid keys behind
+//! Tables are declared with `section!`: one field per key, which generates the reader, the list of valid keys behind
 //! "did you mean" and the required-key checks. That declaration, in `raw.rs`,
 //! is the only place a key of routes.toml is named.
 
@@ -35,7 +34,8 @@ pub(super) struct Field<T> {
 
 /// The value being read, for messages.
 pub(super) struct At<'p> {
-    pub key: &'p str,
+    /// The key as declared (for a list entry, the list's key).
+    pub key: &'static str,
     /// What the message is about: "`listen` in [server]", "entry 2 of
     /// `tools` in [agent]".
     pub subject: String,
@@ -335,7 +335,7 @@ impl<T: Read> Read for Vec<Field<T>> {
             };
             if let Some(read) = T::read(value, &here, cx) {
                 out.push(Field {
-                    key: "",
+                    key: at.key,
                     value: read,
                     line,
                 });

@@ -48,11 +48,6 @@ fn get<T>(field: Option<Field<T>>) -> Option<T> {
     field.map(|f| f.value)
 }
 
-/// The line of `field`, else the table's.
-fn line_of<T>(field: &Option<Field<T>>, at: &Place) -> usize {
-    field.as_ref().map_or(at.line, |f| f.line)
-}
-
 /// Refuses to serve without client auth anywhere but loopback. Public so
 /// that a `--listen` / `HERMES_LISTEN` override, applied after parsing, can be
 /// held to the same rule; the error reads "message (hint: ...)".
@@ -221,7 +216,7 @@ impl<'r, 'a> Checker<'r, 'a> {
                 .strip_suffix("/*")
                 .is_some_and(|p| self.provider_names.iter().any(|n| n == p));
             if name != "*" && !direct && !route_names.contains(&name) {
-                let message = format!("unknown route `{name}` in `routes` {}", at.text);
+                let message = format!("unknown route `{name}` in `{}` {}", route.key, at.text);
                 let hint = reference_hint(
                     name,
                     &route_names,
@@ -482,8 +477,8 @@ impl<'r, 'a> Checker<'r, 'a> {
         for program in &terminal_allow {
             if program.value.trim().is_empty() {
                 let message = format!(
-                    "`terminal_allow` {} must not contain empty names",
-                    a.at.text
+                    "`{}` {} must not contain empty names",
+                    program.key, a.at.text
                 );
                 self.cx.error(program.line, message, None);
             }
@@ -502,7 +497,10 @@ impl<'r, 'a> Checker<'r, 'a> {
     fn known_tools(&mut self, tools: Vec<Field<String>>, at: &Place) -> Vec<String> {
         for tool in &tools {
             if !KNOWN_TOOLS.contains(&tool.value.as_str()) {
-                let message = format!("unknown tool `{}` in `tools` {}", tool.value, at.text);
+                let message = format!(
+                    "unknown tool `{}` in `{}` {}",
+                    tool.value, tool.key, at.text
+                );
                 let hint = match closest(&tool.value, KNOWN_TOOLS) {
                     Some(near) => format!("did you mean `{near}`?"),
                     None => format!("known tools: {}", KNOWN_TOOLS.join(", ")),
@@ -538,16 +536,20 @@ impl<'r, 'a> Checker<'r, 'a> {
                 self.cx.error(summarizer.line, message, Some(hint));
             }
         }
-        let ratio_line = line_of(&c.target_ratio, &c.at);
-        let target_ratio = get(c.target_ratio).map_or(defaults.target_ratio, |r| r.0);
-        if target_ratio <= 0.0 || target_ratio >= 1.0 {
+        // 0 would summarize to nothing, 1 would compress again on every turn.
+        if let Some(ratio) = c
+            .target_ratio
+            .as_ref()
+            .filter(|r| r.value.0 <= 0.0 || r.value.0 >= 1.0)
+        {
             let hint = "e.g. 0.5: a summarized conversation fills half the window".to_string();
             let message = format!(
-                "`target_ratio` {} must be between 0 and 1, exclusive",
-                c.at.text
+                "`{}` {} must be between 0 and 1, exclusive",
+                ratio.key, c.at.text
             );
-            self.cx.error(ratio_line, message, Some(hint));
+            self.cx.error(ratio.line, message, Some(hint));
         }
+        let target_ratio = get(c.target_ratio).map_or(defaults.target_ratio, |r| r.0);
         Compression {
             summarizer: get(c.summarizer).map(|s| s.0),
             settings: CompressionSettings {
