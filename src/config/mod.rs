@@ -4,20 +4,32 @@
 //! contains at once (each with file, line and a hint), so `check` can list
 //! them all and a reload can refuse a broken file while keeping the old one.
 
+mod error;
 mod parse;
+mod raw;
+mod read;
+mod show;
+#[cfg(test)]
+mod tests;
+mod validate;
 
-pub use parse::{check_listen, parse, ConfigError};
+pub use error::ConfigError;
+pub use parse::parse;
+pub use validate::check_listen;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use serde::Serialize;
 
 /// The repository's routes.toml, compiled in: used when no file is given and
 /// ./routes.toml does not exist.
 pub const EMBEDDED: &str = include_str!("../../routes.toml");
 
 /// A secret read from the environment. Its `Debug` never shows the value, so
-/// a stray `{:?}` in a log line cannot leak it.
+/// a stray `{:?}` in a log line cannot leak it, and it has no `Serialize`, so
+/// `config show` cannot print it: every field holding one is skipped there.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -43,54 +55,73 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone)]
+/// `config show` serializes this (see `show.rs`), so its field names are the
+/// keys of routes.toml.
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// Where the text came from: a path, or "<embedded>".
+    #[serde(skip)]
     pub source: String,
     pub server: Server,
     pub defaults: Defaults,
     /// In file order.
+    #[serde(serialize_with = "show::by_name")]
     pub providers: Vec<Provider>,
     /// In file order.
+    #[serde(serialize_with = "show::by_name")]
     pub routes: Vec<Route>,
     pub agent: Agent,
     pub store: Store,
     pub compression: Compression,
     /// Non-fatal findings, formatted `path:line: message` (e.g. a provider
     /// disabled because its key variable is unset).
+    #[serde(skip)]
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Server {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub cors_origins: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_key_env: Option<String>,
+    #[serde(skip)]
     pub admin_key: Option<Secret>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<ClientKey>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ClientKey {
     pub name: String,
     pub key_env: String,
     /// None when the variable is unset: the key is then unusable (warning).
+    #[serde(skip)]
     pub key: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u32>,
     /// None = every route.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Defaults {
+    #[serde(serialize_with = "show::duration")]
     pub request_timeout: Duration,
+    #[serde(serialize_with = "show::duration")]
     pub connect_timeout: Duration,
+    #[serde(serialize_with = "show::duration")]
     pub first_byte_timeout: Duration,
     pub max_attempts: u32,
+    #[serde(serialize_with = "show::duration")]
     pub backoff_base: Duration,
+    #[serde(serialize_with = "show::duration")]
     pub backoff_max: Duration,
+    #[serde(serialize_with = "show::duration")]
     pub max_retry_wait: Duration,
+    #[serde(serialize_with = "show::duration")]
     pub cooldown: Duration,
 }
 
@@ -116,34 +147,57 @@ pub enum ProviderKind {
     Mock,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Provider {
+    /// The key of its [providers.<name>] table.
+    #[serde(skip)]
     pub name: String,
+    #[serde(serialize_with = "show::word")]
     pub kind: ProviderKind,
     /// Without a trailing slash. None only for kind = "mock".
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    #[serde(skip)]
     pub api_key: Option<Secret>,
     /// False when `api_key_env` names an unset variable.
+    #[serde(skip)]
     pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
     /// Extra headers sent upstream, in file order.
+    #[serde(
+        serialize_with = "show::headers",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub headers: Vec<(String, String)>,
+    /// Written in the provider's own table; other kinds only have defaults.
+    #[serde(flatten, skip_serializing_if = "MockSettings::is_default")]
     pub mock: MockSettings,
 }
 
 /// How the built-in simulated upstream behaves (kind = "mock" only).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MockSettings {
     /// Delay before the first byte of an answer.
+    #[serde(serialize_with = "show::duration")]
     pub first_byte_delay: Duration,
     /// Delay between streamed words.
+    #[serde(serialize_with = "show::duration")]
     pub chunk_delay: Duration,
     /// Fraction (0..=1) of requests answered with an OpenAI-style 429.
     pub rate_limit_ratio: f64,
     /// Fraction (0..=1) of requests answered with a context-length 400.
     pub context_error_ratio: f64,
+}
+
+impl MockSettings {
+    fn is_default(&self) -> bool {
+        *self == MockSettings::default()
+    }
 }
 
 impl Default for MockSettings {
@@ -164,44 +218,54 @@ pub enum Strategy {
     Latency,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Route {
+    /// The key of its [routes.<name>] table.
+    #[serde(skip)]
     pub name: String,
+    #[serde(serialize_with = "show::word")]
     pub strategy: Strategy,
+    /// Written "auto" / "off".
+    #[serde(serialize_with = "show::compression_mode")]
     pub compression: bool,
     pub agent: bool,
     pub resume: bool,
     pub targets: Vec<Target>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Target {
     pub provider: String,
     pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub context_window: Option<u32>,
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Agent {
     pub workspace: String,
     pub tools: Vec<String>,
     pub terminal_allow: Vec<String>,
     pub max_steps: u32,
+    #[serde(serialize_with = "show::duration")]
     pub tool_timeout: Duration,
     pub web_allow_private: bool,
 }
 
 /// `[compression]`: how conversations are shrunk to fit a context window.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Compression {
     /// The route that writes summaries; None = the request's own route.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub summarizer: Option<String>,
+    /// Written in the [compression] table itself.
+    #[serde(flatten)]
     pub settings: CompressionSettings,
 }
 
 /// How conversations are compressed (see the compressor).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompressionSettings {
     /// Tool results kept verbatim, newest first.
     pub keep_tool_outputs: usize,
@@ -222,7 +286,7 @@ impl Default for CompressionSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Store {
     pub path: String,
 }
