@@ -1,0 +1,284 @@
+//! The house rules of `src/`, checked on every test run: the top-level
+//! modules form layers along the request's path, each module imports only
+//! modules below it (so there is no import cycle), and no file holds more
+//! than `MAX_CODE_LINES` lines of code (a trailing `#[cfg(test)]` module
+//! does not count). A failure names the offending reference or file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The top-level modules, from the top of the path down. A module may import
+/// only modules in later rows; modules in one row may not import each other.
+const LAYERS: &[&[&str]] = &[
+    &["cli"],
+    &["server"],
+    &["http"],
+    &["runtime"],
+    &["pipeline"],
+    &["route"],
+    &["provider"],
+    &["upstream"],
+    &["auth", "metrics"],
+    &["wire"],
+    &["error"],
+    &["config", "body"],
+];
+
+const MAX_CODE_LINES: usize = 600;
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a file belongs to; None for the crate root and the binary.
+fn module_of(file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src()).unwrap();
+    let first = rel.components().next()?.as_os_str().to_str()?.to_owned();
+    match first.as_str() {
+        "lib.rs" | "main.rs" => None,
+        _ => Some(first.trim_end_matches(".rs").to_owned()),
+    }
+}
+
+/// The code of a file without comments and without a trailing test module.
+fn code_lines(text: &str) -> Vec<(usize, &str)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .iter()
+        .enumerate()
+        .position(|(i, l)| {
+            l.trim() == "#[cfg(test)]"
+                && lines
+                    .get(i + 1)
+                    .is_some_and(|next| next.trim_start().starts_with("mod "))
+        })
+        .unwrap_or(lines.len());
+    lines[..end]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with("//"))
+        .collect()
+}
+
+/// Every top-level module a line names through `crate::`, including the
+/// members of a `crate::{a, b::c}` group.
+fn crate_refs(line: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut rest = line;
+    while let Some(at) = rest.find("crate::") {
+        let after = &rest[at + "crate::".len()..];
+        if let Some(group) = after.strip_prefix('{') {
+            let mut depth = 0;
+            let mut start = 0;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        out.push(ident(&group[start..i]));
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.push(ident(&group[start..i]));
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            out.push(ident(after));
+        }
+        rest = after;
+    }
+    out.retain(|m| !m.is_empty() && m != "self");
+    out
+}
+
+fn ident(s: &str) -> String {
+    s.trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+fn level(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|row| row.contains(&module))
+}
+
+struct Reference {
+    from: String,
+    to: String,
+    place: String,
+}
+
+fn references() -> Vec<Reference> {
+    let mut files = vec![];
+    rust_files(&src(), &mut files);
+    files.sort();
+    let mut out = vec![];
+    for file in files {
+        let Some(from) = module_of(&file) else {
+            continue;
+        };
+        let text = fs::read_to_string(&file).unwrap();
+        for (n, line) in code_lines(&text) {
+            for to in crate_refs(line) {
+                if to != from {
+                    out.push(Reference {
+                        from: from.clone(),
+                        to,
+                        place: format!(
+                            "{}:{n}: {line}",
+                            file.strip_prefix(src()).unwrap().display()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_module_is_in_a_layer() {
+    let mut files = vec![];
+    rust_files(&src(), &mut files);
+    let undeclared: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| module_of(f))
+        .filter(|m| level(m).is_none())
+        .collect();
+    assert!(
+        undeclared.is_empty(),
+        "top-level modules missing from LAYERS in tests/architecture.rs: {undeclared:?}"
+    );
+}
+
+#[test]
+fn modules_import_only_modules_below_them() {
+    let against: Vec<String> = references()
+        .into_iter()
+        .filter(|r| match (level(&r.from), level(&r.to)) {
+            (Some(from), Some(to)) => to <= from,
+            _ => false,
+        })
+        .map(|r| format!("{} -> {}  ({})", r.from, r.to, r.place))
+        .collect();
+    assert!(
+        against.is_empty(),
+        "imports against the layer order (a module may use only modules listed after it):\n{}",
+        against.join("\n")
+    );
+}
+
+#[test]
+fn the_module_graph_has_no_cycle() {
+    let mut graph: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for r in references() {
+        graph
+            .entry(r.from)
+            .or_default()
+            .entry(r.to)
+            .or_insert(r.place);
+    }
+    // Depth-first search; a back edge closes a cycle.
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeMap<String, String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if !done.insert(node.to_owned()) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flat_map(|edges| edges.keys()) {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(cycle) = visit(node, &graph, &mut vec![], &mut done) {
+            let places: Vec<&String> = cycle
+                .windows(2)
+                .map(|pair| &graph[&pair[0]][&pair[1]])
+                .collect();
+            panic!(
+                "import cycle {}:\n{}",
+                cycle.join(" -> "),
+                places
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn no_file_is_over_the_line_limit() {
+    let mut files = vec![];
+    rust_files(&src(), &mut files);
+    let over: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = code_lines(&fs::read_to_string(f).unwrap()).len();
+            (n > MAX_CODE_LINES).then(|| {
+                format!(
+                    "{}: {n} lines of code",
+                    f.strip_prefix(src()).unwrap().display()
+                )
+            })
+        })
+        .collect();
+    assert!(
+        over.is_empty(),
+        "files over {MAX_CODE_LINES} lines of code (split them by concern):\n{}",
+        over.join("\n")
+    );
+}
+
+#[test]
+fn the_checks_see_what_they_check() {
+    // The rules above pass trivially if the parsing finds nothing: pin it.
+    assert_eq!(
+        crate_refs("use crate::{body::Body, error::{ApiError, UpstreamError}, self};"),
+        ["body", "error"]
+    );
+    assert_eq!(
+        crate_refs("let x = crate::wire::sse::data(crate::body::full(b));"),
+        ["wire", "body"]
+    );
+    let code =
+        code_lines("use a;\n// note\n\nfn f() {}\n#[cfg(test)]\nmod tests {\n fn t() {}\n}\n");
+    assert_eq!(code, [(1, "use a;"), (4, "fn f() {}")]);
+    let refs = references();
+    assert!(
+        refs.iter().any(|r| r.from == "http" && r.to == "pipeline"),
+        "the edge sends exchanges down the pipeline"
+    );
+    assert!(refs.len() > 50, "{} references found", refs.len());
+}
