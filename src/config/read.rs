@@ -8,8 +8,9 @@
 //! that context and reports into the shared [`Report`]. A value that is wrong
 //! reads as `None` and the rest of the file is still read.
 //!
-//! Tables are declared with `section!`: one field per key, which generates the reader, the list of valid keys behind
-//! "did you mean" and the required-key checks. That declaration, in `raw.rs`,
+//! Tables are declared with `section!`: one field per key, which generates
+//! the reader, the list of valid keys behind "did you mean" and the
+//! required-key checks. That declaration, in `raw.rs`,
 //! is the only place a key of routes.toml is named.
 
 use std::net::SocketAddr;
