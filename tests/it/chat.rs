@@ -92,6 +92,19 @@ async fn keeps_the_clients_request_id() {
 }
 
 #[tokio::test]
+async fn replaces_an_overlong_request_id_with_its_own() {
+    let proxy = Proxy::start(hermes_proxy::config::EMBEDDED).await;
+    let resp = http()
+        .get(proxy.url("/health"))
+        .header("x-request-id", "x".repeat(129))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap();
+    assert!(id.starts_with("req_") && id.len() < 129, "{id}");
+}
+
+#[tokio::test]
 async fn normalizes_kimi_usage_and_reasoning_in_a_json_answer() {
     let up = MockUpstream::start().await;
     up.push(Reply::json(
