@@ -186,8 +186,23 @@ fn modules_import_only_modules_below_them() {
 
 #[test]
 fn the_module_graph_has_no_cycle() {
+    assert_no_cycle("import cycle between top-level modules", references());
+}
+
+#[test]
+fn the_submodules_of_each_module_have_no_cycle() {
+    let refs = submodule_references();
+    assert!(
+        refs.iter()
+            .any(|r| r.from == "pipeline::compress" && r.to == "pipeline::failover"),
+        "the compression hook plugs into the attempt loop"
+    );
+    assert_no_cycle("import cycle between submodules", refs);
+}
+
+fn assert_no_cycle(what: &str, refs: Vec<Reference>) {
     let mut graph: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for r in references() {
+    for r in refs {
         graph
             .entry(r.from)
             .or_default()
@@ -221,21 +236,107 @@ fn the_module_graph_has_no_cycle() {
     let mut done = BTreeSet::new();
     for node in graph.keys() {
         if let Some(cycle) = visit(node, &graph, &mut vec![], &mut done) {
-            let places: Vec<&String> = cycle
+            let places: Vec<&str> = cycle
                 .windows(2)
-                .map(|pair| &graph[&pair[0]][&pair[1]])
+                .map(|pair| graph[&pair[0]][&pair[1]].as_str())
                 .collect();
-            panic!(
-                "import cycle {}:\n{}",
-                cycle.join(" -> "),
-                places
-                    .iter()
-                    .map(|p| p.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+            panic!("{what} {}:\n{}", cycle.join(" -> "), places.join("\n"));
         }
     }
+}
+
+/// The module path of a file: `pipeline/compress/fit.rs` -> [pipeline, compress, fit].
+fn module_path(file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src()).unwrap().with_extension("");
+    let mut path: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if path.last().is_some_and(|last| last == "mod") {
+        path.pop();
+    }
+    path
+}
+
+/// Whether `path` names a module (a file or a folder), not an item in one.
+fn is_module(path: &[String]) -> bool {
+    let base = path.iter().fold(src(), |p, seg| p.join(seg));
+    base.with_extension("rs").is_file() || base.join("mod.rs").is_file()
+}
+
+/// References between the submodules of one top-level module (`pipeline::compress`
+/// -> `pipeline::failover`), through `crate::` and `super::` paths. A
+/// top-level module's own file (its `mod.rs`) only declares and re-exports,
+/// so references to and from it are left out.
+fn submodule_references() -> Vec<Reference> {
+    let mut files = vec![];
+    rust_files(&src(), &mut files);
+    files.sort();
+    let mut out = vec![];
+    for file in files {
+        let here = module_path(&file);
+        if here.len() < 2 || module_of(&file).is_none() {
+            continue;
+        }
+        let from = here[..2].join("::");
+        let text = fs::read_to_string(&file).unwrap();
+        for (n, line) in code_lines(&text) {
+            for path in paths(line, &here) {
+                if path.len() < 2 || path[0] != here[0] || !is_module(&path[..2]) {
+                    continue;
+                }
+                let to = path[..2].join("::");
+                if to != from {
+                    out.push(Reference {
+                        from: from.clone(),
+                        to,
+                        place: format!(
+                            "{}:{n}: {line}",
+                            file.strip_prefix(src()).unwrap().display()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The absolute module paths a line names (`crate::a::b`, `super::super::c`),
+/// resolved from the module `here`; for a `{...}` group, its first member.
+fn paths(line: &str, here: &[String]) -> Vec<Vec<String>> {
+    let mut out = vec![];
+    for (at, _) in line
+        .match_indices("crate::")
+        .chain(line.match_indices("super::"))
+    {
+        // Only where a path starts, not inside one (`super::super::`).
+        if line[..at].ends_with("::") {
+            continue;
+        }
+        let mut rest = &line[at..];
+        let mut base: Vec<String> = if let Some(r) = rest.strip_prefix("crate::") {
+            rest = r;
+            vec![]
+        } else {
+            let mut up = here.to_vec();
+            while let Some(r) = rest.strip_prefix("super::") {
+                up.pop();
+                rest = r;
+            }
+            up
+        };
+        let rest = rest.trim_start_matches('{');
+        for seg in rest.split("::") {
+            let seg = ident(seg);
+            if seg.is_empty() || seg.starts_with(|c: char| c.is_ascii_uppercase()) {
+                break;
+            }
+            base.push(seg);
+        }
+        out.push(base);
+    }
+    out
 }
 
 #[test]
@@ -275,6 +376,15 @@ fn the_checks_see_what_they_check() {
     let code =
         code_lines("use a;\n// note\n\nfn f() {}\n#[cfg(test)]\nmod tests {\n fn t() {}\n}\n");
     assert_eq!(code, [(1, "use a;"), (4, "fn f() {}")]);
+    let here: Vec<String> = ["pipeline", "failover", "hooks"].map(String::from).to_vec();
+    assert_eq!(
+        paths("use super::super::exchange::{Exchange, Report};", &here),
+        [["pipeline", "exchange"]]
+    );
+    assert_eq!(
+        paths("use crate::pipeline::compress::fit::FitHook;", &here),
+        [["pipeline", "compress", "fit"]]
+    );
     let refs = references();
     assert!(
         refs.iter().any(|r| r.from == "http" && r.to == "pipeline"),

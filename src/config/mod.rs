@@ -23,6 +23,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// Where the proxy listens when `[server] listen` is not given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 /// The repository's routes.toml, compiled in: used when no file is given and
 /// ./routes.toml does not exist.
 pub const EMBEDDED: &str = include_str!("../../routes.toml");

@@ -21,7 +21,7 @@ use toml_span::value::{Table, Value, ValueInner};
 use toml_span::{ErrorKind, Span};
 
 use super::error::{Place, Report};
-use super::validate::DEFAULT_LISTEN;
+use super::DEFAULT_LISTEN;
 
 pub(super) const DURATION_HINT: &str = r#"write durations like "250ms", "30s" or "5m""#;
 

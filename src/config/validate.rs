@@ -15,10 +15,9 @@ use super::raw::{
 use super::read::{closest, Field};
 use super::{
     Agent, ClientKey, Compression, CompressionSettings, Config, Defaults, MockSettings, Provider,
-    ProviderKind, Route, Secret, Server, Store, Strategy, Target,
+    ProviderKind, Route, Secret, Server, Store, Strategy, Target, DEFAULT_LISTEN,
 };
 
-pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY_BYTES: usize = 10_485_760;
 const DEFAULT_WORKSPACE: &str = "./workspace";
 const DEFAULT_STORE_PATH: &str = "./data/hermes.db";

@@ -9,7 +9,6 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 
-use super::compress::Report;
 use crate::error::ApiError;
 use crate::provider::Answer;
 use crate::route::{Plan, Routes};
@@ -78,5 +77,24 @@ impl RouteTable {
 
     pub fn routes(&self) -> &Routes {
         &self.routes
+    }
+}
+
+/// What compression did, for the `x-hermes-compressed` header and the log.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    pub steps: Vec<&'static str>,
+    pub before: u32,
+    pub after: u32,
+}
+
+impl Report {
+    pub fn header(&self) -> String {
+        format!(
+            "{}; {}->{} tokens",
+            self.steps.join("+"),
+            self.before,
+            self.after
+        )
     }
 }

@@ -32,26 +32,8 @@ const TOOL_PLACEHOLDER: &str = "[tool output cleared by hermes-proxy to fit the 
 pub const SUMMARY_PREFIX: &str =
     "[Summary of the earlier conversation, written by hermes-proxy to fit the context window]\n";
 
+pub use super::exchange::Report;
 pub use crate::config::CompressionSettings as Settings;
-
-/// What compression did, for the `x-hermes-compressed` header and the log.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Report {
-    pub steps: Vec<&'static str>,
-    pub before: u32,
-    pub after: u32,
-}
-
-impl Report {
-    pub fn header(&self) -> String {
-        format!(
-            "{}; {}->{} tokens",
-            self.steps.join("+"),
-            self.before,
-            self.after
-        )
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("the conversation needs {needed} tokens ({prompt} prompt + {reserve} reserved for the answer) but the context window is {window} tokens, and compression could only bring the prompt down to {prompt}")]

@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use super::super::compress::Report;
-use super::super::exchange::Exchange;
+use super::super::exchange::{Exchange, Report};
 use crate::error::{ApiError, UpstreamError};
 use crate::route::Target;
 use futures_util::future::BoxFuture;

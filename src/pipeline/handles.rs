@@ -1,0 +1,55 @@
+//! What outlives a config, handed to the parts of the pipeline that need it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::compress::window::Windows;
+use super::failover::balance::Latencies;
+use super::failover::cooldown::Cooldowns;
+use super::failover::limits::Limits;
+use crate::metrics::Metrics;
+use crate::upstream::Client;
+use crate::wire::usage::Usage;
+
+/// What outlives a config: the connection pool, cooldowns, limiters, latency
+/// estimates, learned windows and cached summaries. A reload builds new
+/// routes over the same handles, so an unchanged provider keeps them all.
+pub struct Handles {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub cooldowns: Cooldowns,
+    pub limits: Arc<Limits>,
+    pub latencies: Latencies,
+    pub windows: Windows,
+    /// Conversation summaries by prefix key (see `compress`), so a growing
+    /// conversation is not summarized again on every turn.
+    pub summaries: moka::sync::Cache<u64, String>,
+}
+
+impl Handles {
+    pub fn new(connect_timeout: Duration) -> Self {
+        Handles {
+            client: Client::new(connect_timeout),
+            metrics: Metrics::new(),
+            cooldowns: Cooldowns::default(),
+            limits: Arc::default(),
+            latencies: Latencies::default(),
+            windows: Windows::default(),
+            summaries: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    /// An answer's real token usage: counted in metrics, and charged to the
+    /// provider's `tpm` budget where it exceeded the estimate made before sending.
+    pub fn account(&self, provider: &str, estimated: u32, usage: Usage) {
+        self.metrics.record_usage(provider, usage);
+        let actual = usage.prompt + usage.completion;
+        if let Some(extra) = actual.checked_sub(u64::from(estimated)).filter(|n| *n > 0) {
+            self.limits
+                .charge(provider, extra.min(u64::from(u32::MAX)) as u32);
+        }
+    }
+}
