@@ -141,6 +141,8 @@ fn respond(body: Body, content_type: &'static str) -> Response<Body> {
 
 /// Reads at most `limit` bytes: a declared length over the limit is refused
 /// before reading anything, an undeclared one as soon as it passes the limit.
+/// (Not tower-http's `RequestBodyLimitLayer`: its 413 is not in the client's
+/// dialect, and the limit here follows config reloads.)
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
