@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Handles;
 use crate::runtime::State;
 use crate::wire::usage::Usage;
-use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 
 /// The `route` label of proxied requests refused before a route was chosen.
 const UNROUTED: &str = "unrouted";
@@ -51,10 +51,38 @@ pub struct Trace {
 
 // ------------------------------------------------------------------ from_fn
 
-/// The rest of the stack, for an edge function to call once (or not at all).
-pub type Next = Box<dyn FnOnce(Request<Incoming>) -> BoxFuture<'static, Response<Body>> + Send>;
+/// What an edge function wraps: the rest of the stack.
+pub trait Inner:
+    Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
+    + Send
+    + 'static
+{
+}
 
-/// A layer from an async function `f(request, next) -> response`.
+impl<S> Inner for S where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
+        + Send
+        + 'static
+{
+}
+
+/// The rest of the stack, already ready, for an edge function to call once
+/// (or not at all, to answer by itself).
+pub struct Next<S> {
+    ready: S,
+}
+
+impl<S: Inner> Next<S> {
+    pub fn run(mut self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
+        self.ready.call(req).map(|answer| match answer {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        })
+    }
+}
+
+/// A layer from an async function `f(request, next) -> response`. Nothing is
+/// boxed: each layer's future is the function's own.
 pub fn from_fn<F>(f: F) -> FromFn<F> {
     FromFn { f }
 }
@@ -80,19 +108,17 @@ pub struct Edge<S, F> {
     f: F,
 }
 
+type Answered = fn(Response<Body>) -> Result<Response<Body>, Infallible>;
+
 impl<S, F, Fut> Service<Request<Incoming>> for Edge<S, F>
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    F: Fn(Request<Incoming>, Next) -> Fut,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    S: Inner + Clone,
+    F: Fn(Request<Incoming>, Next<S>) -> Fut,
+    Fut: Future<Output = Response<Body>>,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = futures_util::future::Map<Fut, Answered>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -101,27 +127,17 @@ where
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         // The service that was polled ready is the one to call; a clone stays.
         let fresh = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, fresh);
-        let next: Next = Box::new(move |req| {
-            let answer = ready.call(req);
-            Box::pin(async move {
-                match answer.await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                }
-            })
-        });
-        let answer = (self.f)(req, next);
-        Box::pin(async move { Ok(answer.await) })
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        (self.f)(req, Next { ready }).map(Ok as Answered)
     }
 }
 
 // ------------------------------------------------------------------ request id
 
-pub async fn request_id(req: Request<Incoming>, next: Next) -> Response<Body> {
+pub async fn request_id<S: Inner>(req: Request<Incoming>, next: Next<S>) -> Response<Body> {
     let id = id_of(req.headers());
     let span = tracing::info_span!("request", id = %id);
-    let mut resp = next(req).instrument(span).await;
+    let mut resp = next.run(req).instrument(span).await;
     if let Ok(v) = HeaderValue::try_from(id.as_str()) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -139,12 +155,16 @@ fn id_of(headers: &HeaderMap) -> String {
 
 // ------------------------------------------------------------------ observe
 
-pub async fn observe(handles: Arc<Handles>, req: Request<Incoming>, next: Next) -> Response<Body> {
+pub async fn observe<S: Inner>(
+    handles: Arc<Handles>,
+    req: Request<Incoming>,
+    next: Next<S>,
+) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let inflight = Inflight::new(&handles.metrics);
-    let mut resp = next(req).await;
+    let mut resp = next.run(req).await;
     let trace = resp.extensions_mut().remove::<Trace>().unwrap_or_default();
     // Proxied requests that failed before routing (bad key, body, model)
     // count under a fixed label, so error ratios see them.
@@ -198,12 +218,16 @@ fn record(m: &Metrics, route: &str, status: StatusCode, started: Instant, trace:
 
 // ------------------------------------------------------------------ CORS
 
-pub async fn cors(state: Arc<State>, req: Request<Incoming>, next: Next) -> Response<Body> {
+pub async fn cors<S: Inner>(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    next: Next<S>,
+) -> Response<Body> {
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if req.method() == Method::OPTIONS {
         preflight(req.headers())
     } else {
-        next(req).await
+        next.run(req).await
     };
     if let Some(origin) = origin {
         cors_headers(&state, &origin, resp.headers_mut());

@@ -16,7 +16,6 @@ use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use crate::body::Body;
@@ -26,14 +25,11 @@ use crate::wire::chat::Endpoint;
 use edge::Trace;
 use futures_util::future::BoxFuture;
 
-/// What the server runs for each HTTP request.
-pub type HttpService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
-
-/// The whole HTTP stack, outermost first.
-pub fn service(state: Arc<State>) -> HttpService {
+/// The whole HTTP stack, outermost first: what the server runs for each request.
+pub fn service(state: Arc<State>) -> impl edge::Inner + Clone {
     let handles = state.handles.clone();
     let cors_state = state.clone();
-    let stack = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(edge::from_fn(edge::request_id))
         .layer(edge::from_fn(move |req, next| {
             edge::observe(handles.clone(), req, next)
@@ -41,8 +37,7 @@ pub fn service(state: Arc<State>) -> HttpService {
         .layer(edge::from_fn(move |req, next| {
             edge::cors(cors_state.clone(), req, next)
         }))
-        .service(Dispatch { state });
-    BoxCloneSyncService::new(stack)
+        .service(Dispatch { state })
 }
 
 /// Routes a request by method and path.
