@@ -124,18 +124,29 @@ struct Reference {
     place: String,
 }
 
+/// References between top-level modules, through `crate::` paths.
 fn references() -> Vec<Reference> {
+    collect(module_of, |_, line| crate_refs(line))
+}
+
+/// Every reference between two nodes of a graph, with where it is written:
+/// `node_of` names the node a file belongs to (None: not in the graph),
+/// `targets` the nodes one line of that file names.
+fn collect(
+    node_of: impl Fn(&Path) -> Option<String>,
+    targets: impl Fn(&Path, &str) -> Vec<String>,
+) -> Vec<Reference> {
     let mut files = vec![];
     rust_files(&src(), &mut files);
     files.sort();
     let mut out = vec![];
     for file in files {
-        let Some(from) = module_of(&file) else {
+        let Some(from) = node_of(&file) else {
             continue;
         };
         let text = fs::read_to_string(&file).unwrap();
         for (n, line) in code_lines(&text) {
-            for to in crate_refs(line) {
+            for to in targets(&file, line) {
                 if to != from {
                     out.push(Reference {
                         from: from.clone(),
@@ -269,37 +280,18 @@ fn is_module(path: &[String]) -> bool {
 /// top-level module's own file (its `mod.rs`) only declares and re-exports,
 /// so references to and from it are left out.
 fn submodule_references() -> Vec<Reference> {
-    let mut files = vec![];
-    rust_files(&src(), &mut files);
-    files.sort();
-    let mut out = vec![];
-    for file in files {
-        let here = module_path(&file);
-        if here.len() < 2 || module_of(&file).is_none() {
-            continue;
-        }
-        let from = here[..2].join("::");
-        let text = fs::read_to_string(&file).unwrap();
-        for (n, line) in code_lines(&text) {
-            for path in paths(line, &here) {
-                if path.len() < 2 || path[0] != here[0] || !is_module(&path[..2]) {
-                    continue;
-                }
-                let to = path[..2].join("::");
-                if to != from {
-                    out.push(Reference {
-                        from: from.clone(),
-                        to,
-                        place: format!(
-                            "{}:{n}: {line}",
-                            file.strip_prefix(src()).unwrap().display()
-                        ),
-                    });
-                }
-            }
-        }
-    }
-    out
+    let node_of = |file: &Path| {
+        let here = module_path(file);
+        (here.len() >= 2 && module_of(file).is_some()).then(|| here[..2].join("::"))
+    };
+    collect(node_of, |file, line| {
+        let here = module_path(file);
+        paths(line, &here)
+            .into_iter()
+            .filter(|path| path.len() >= 2 && path[0] == here[0] && is_module(&path[..2]))
+            .map(|path| path[..2].join("::"))
+            .collect()
+    })
 }
 
 /// The absolute module paths a line names (`crate::a::b`, `super::super::c`),
