@@ -221,17 +221,17 @@ impl Relay {
             deadline: self.deadline,
             routes: resume.routes.clone(),
         };
-        let outcome = service.oneshot(exchange).await.ok()?;
-        let Answer::Stream { first, rest } = outcome.answer else {
+        let served = service.oneshot(exchange).await.ok()?;
+        let Answer::Stream { first, rest } = served.answer else {
             return None;
         };
         self.handles
             .metrics
             .fallbacks
-            .with_label_values(&[&resume.route, &self.provider, &outcome.provider])
+            .with_label_values(&[&resume.route, &self.provider, &served.provider])
             .inc();
-        self.provider = outcome.provider;
-        self.estimated_tokens = outcome.estimated_tokens;
+        self.provider = served.provider;
+        self.estimated_tokens = served.estimated_tokens;
         resume.observe(&first);
         tx.send(first).await.ok()?;
         Some(rest)
