@@ -1,4 +1,4 @@
-//! The endpoints that are not proxied: health, readiness, the model list,
+//! The endpoints that are not proxied: health, readiness, the models,
 //! the metrics page and `POST /admin/reload`.
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -42,12 +42,35 @@ pub fn models(state: &State, headers: &HeaderMap) -> Result<Response<Body>, ApiE
         .available()
         .iter()
         .filter(|id| principal.is_none_or(|p| p.may_see(id)))
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "hermes-proxy"}))
+        .map(|id| model_object(id))
         .collect();
     Ok(json_response(
         StatusCode::OK,
         &json!({"object": "list", "data": data}),
     ))
+}
+
+/// `GET /v1/models/{id}`: one of the listed models; `id` may hold slashes
+/// (`provider/model`), sent as they are or percent-encoded.
+pub fn model(state: &State, headers: &HeaderMap, id: &str) -> Result<Response<Body>, ApiError> {
+    let generation = state.current();
+    let principal = generation.auth.check(headers)?;
+    let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+    let visible = |m: &String| principal.is_none_or(|p| p.may_see(m));
+    let available = generation.routes.routes().available();
+    // A restricted key is told neither that a model it may not use exists
+    // nor about other such models.
+    if available.iter().any(|m| *m == id && visible(m)) {
+        return Ok(json_response(StatusCode::OK, &model_object(&id)));
+    }
+    Err(ApiError::ModelNotFound {
+        model: id.into_owned(),
+        available: available.iter().filter(|m| visible(m)).cloned().collect(),
+    })
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "hermes-proxy"})
 }
 
 /// `POST /admin/reload`: off (404) unless an admin key is configured.

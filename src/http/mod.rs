@@ -79,6 +79,9 @@ async fn dispatch(
         (&Method::GET, "/ready") => return Ok(admin::ready(state)),
         (&Method::GET, "/metrics") => return Ok(admin::metrics(state)),
         (&Method::GET, "/v1/models") => return admin::models(state, req.headers()),
+        (&Method::GET, p) if p.starts_with("/v1/models/") => {
+            return admin::model(state, req.headers(), &p["/v1/models/".len()..])
+        }
         (&Method::POST, "/admin/reload") => return admin::reload(state, req.headers()),
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/completions") => Endpoint::Completions,

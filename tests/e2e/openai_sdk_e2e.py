@@ -114,6 +114,18 @@ def case_models_list():
     assert "demo/demo" in ids, f"'demo/demo' not in {ids}"
 
 
+def case_model_retrieve():
+    for model_id in ("default", "demo/demo"):
+        model = client.models.retrieve(model_id)
+        assert model.id == model_id, f"retrieved {model.id!r} for {model_id!r}"
+    try:
+        client.models.retrieve("no-such-model-e2e")
+    except openai.NotFoundError as e:
+        assert error_code(e) == "model_not_found", f"code = {error_code(e)!r}, body = {e.body!r}"
+        return
+    raise AssertionError("no NotFoundError for an unknown model id")
+
+
 def case_unknown_model():
     try:
         client.chat.completions.create(
@@ -158,6 +170,7 @@ CASES = [
     ("chat: client x-request-id is echoed", case_request_id_passthrough),
     ("chat stream with include_usage", case_chat_stream_usage),
     ("models.list includes default", case_models_list),
+    ("models.retrieve, provider/model ids included", case_model_retrieve),
     ("unknown model -> NotFoundError model_not_found", case_unknown_model),
     ("messages not a list -> BadRequestError", case_bad_request),
     ("embeddings on demo/demo", case_embeddings),

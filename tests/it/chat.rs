@@ -235,6 +235,35 @@ async fn lists_models_for_the_openai_sdk() {
 }
 
 #[tokio::test]
+async fn retrieves_one_model_by_id_slashes_included() {
+    let proxy = Proxy::start(hermes_proxy::config::EMBEDDED).await;
+    let client = proxy.openai("k");
+    for id in ["default", "demo/demo", "local/qwen3:8b"] {
+        let model = client.models().retrieve(id).await.unwrap();
+        assert_eq!(model.id, id);
+        assert_eq!(model.object, "model");
+    }
+    let encoded = http()
+        .get(proxy.url("/v1/models/demo%2Fdemo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(encoded.status(), 200);
+    let body: Value = encoded.json().await.unwrap();
+    assert_eq!(body["id"], "demo/demo");
+
+    let missing = http()
+        .get(proxy.url("/v1/models/gpt-9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(body["error"]["param"], "model");
+}
+
+#[tokio::test]
 async fn embeddings_and_legacy_completions_are_routed() {
     let up = MockUpstream::start().await;
     up.push(Reply::json(200, json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}], "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}})));

@@ -329,6 +329,22 @@ async fn a_route_outside_the_keys_allowlist_is_403() {
         .collect();
     assert_eq!(ids, ["main"]);
 
+    // One model by id: another key's route is as absent as an unknown one.
+    let get = |id: &str, key: &str| {
+        http()
+            .get(proxy.url(&format!("/v1/models/{id}")))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(get("main", "sk-team-a").await.unwrap().status(), 200);
+    assert_eq!(get("premium", "sk-admin").await.unwrap().status(), 200);
+    let hidden = ErrorReply::read(get("premium", "sk-team-a").await.unwrap()).await;
+    let message = hidden.expect(404, "model_not_found");
+    assert!(message.ends_with("available models: main"), "{message}");
+    ErrorReply::read(get("premium", "sk-wrong").await.unwrap())
+        .await
+        .expect(401, "invalid_api_key");
+
     // Nor does a 404 tell a restricted key about routes it may not use.
     let unknown =
         ErrorReply::read(post_json(&proxy, Some("sk-team-a"), &chat("gpt-9")).await).await;
