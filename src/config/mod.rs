@@ -289,9 +289,16 @@ impl Default for CompressionSettings {
     }
 }
 
+/// `[store]`: the embedded store of responses (and, later, agent state).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Store {
+    /// One SQLite file; survives restarts.
     pub path: String,
+    /// Stored responses kept at most; the oldest go first.
+    pub max_responses: u32,
+    /// A stored response is forgotten this long after it was made.
+    #[serde(serialize_with = "show::duration")]
+    pub ttl: Duration,
 }
 
 impl Config {

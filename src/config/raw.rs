@@ -139,6 +139,8 @@ section! {
     /// `[store]`
     pub(super) struct RawStore {
         path: NonEmpty,
+        max_responses: u32,
+        ttl: NonZero,
     }
 }
 

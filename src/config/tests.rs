@@ -106,6 +106,30 @@ fn embedded_file_parses_without_env() {
     assert_eq!(config.agent.max_steps, 12);
     assert_eq!(config.agent.tool_timeout, Duration::from_secs(30));
     assert_eq!(config.store.path, "./data/hermes.db");
+    assert_eq!(config.store.max_responses, 10_000);
+    assert_eq!(config.store.ttl, Duration::from_secs(30 * 24 * 3600));
+}
+
+#[test]
+fn store_limits_are_read_and_checked() {
+    let text =
+        format!("[store]\npath = \"/tmp/h.db\"\nmax_responses = 500\nttl = \"2h\"\n{MINIMAL}");
+    let config = parse_ok(&text, &no_env);
+    assert_eq!(config.store.path, "/tmp/h.db");
+    assert_eq!(config.store.max_responses, 500);
+    assert_eq!(config.store.ttl, Duration::from_secs(7200));
+
+    let errors = parse_err(&format!(
+        "[store]\nmax_responses = 0\nttl = \"0s\"\n{MINIMAL}"
+    ));
+    assert!(
+        error_on(&errors, 2).message.contains("max_responses"),
+        "{errors:?}"
+    );
+    assert!(
+        error_on(&errors, 3).message.contains("longer than zero"),
+        "{errors:?}"
+    );
 }
 
 #[test]

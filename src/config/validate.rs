@@ -21,6 +21,8 @@ use super::{
 const DEFAULT_MAX_BODY_BYTES: usize = 10_485_760;
 const DEFAULT_WORKSPACE: &str = "./workspace";
 const DEFAULT_STORE_PATH: &str = "./data/hermes.db";
+const DEFAULT_MAX_RESPONSES: u32 = 10_000;
+const DEFAULT_STORE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_MAX_STEPS: u32 = 12;
 const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const DEFAULT_TOOLS: &[&str] = &[
@@ -513,6 +515,8 @@ impl<'r, 'a> Checker<'r, 'a> {
     fn store(&mut self, s: RawStore) -> Store {
         Store {
             path: get(s.path).map_or_else(|| DEFAULT_STORE_PATH.to_string(), |p| p.0),
+            max_responses: get(s.max_responses).unwrap_or(DEFAULT_MAX_RESPONSES),
+            ttl: get(s.ttl).map_or(DEFAULT_STORE_TTL, |t| t.0),
         }
     }
 
