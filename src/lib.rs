@@ -16,7 +16,8 @@
 //!   mock; error classification
 //! - [`upstream`]: the pooled hyper client (rustls, HTTP/2 by ALPN)
 //!
-//! Beneath them all: [`auth`], [`metrics`], [`wire`] (dialects: parsing and
+//! Beneath them all: [`auth`], [`metrics`], [`store`] (stored responses: the
+//! embedded SQLite file), [`wire`] (dialects: parsing and
 //! encoding), [`error`], [`config`] (routes.toml, every error at once) and
 //! [`body`]. [`cli`] is the command line's other commands.
 
@@ -32,5 +33,6 @@ pub mod provider;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod upstream;
 pub mod wire;

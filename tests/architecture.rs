@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["route"],
     &["provider"],
     &["upstream"],
-    &["auth", "metrics"],
+    &["auth", "metrics", "store"],
     &["wire"],
     &["error"],
     &["config", "body"],
