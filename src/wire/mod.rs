@@ -5,11 +5,13 @@
 //! - [`sse`]: server-sent events, read and written
 //! - [`usage`]: one schema for usage and reasoning, whatever the upstream called them
 //! - [`error`]: errors in the OpenAI shape
+//! - [`responses`]: the Responses dialect (request side so far)
 //!
 //! A new dialect (Responses, Anthropic Messages) is a new file here that
 //! translates onto the same canonical request and back.
 
 pub mod chat;
 pub mod error;
+pub mod responses;
 pub mod sse;
 pub mod usage;
