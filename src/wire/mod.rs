@@ -5,7 +5,7 @@
 //! - [`sse`]: server-sent events, read and written
 //! - [`usage`]: one schema for usage and reasoning, whatever the upstream called them
 //! - [`error`]: errors in the OpenAI shape
-//! - [`responses`]: the Responses dialect (request side so far)
+//! - [`responses`]: the Responses dialect
 //!
 //! A new dialect (Responses, Anthropic Messages) is a new file here that
 //! translates onto the same canonical request and back.

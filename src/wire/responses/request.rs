@@ -1,6 +1,5 @@
-//! The Responses dialect, request side: a `POST /v1/responses` body becomes
-//! the canonical (Chat Completions) request every route speaks, so failover,
-//! compression and limits apply unchanged whatever the upstream speaks.
+//! A `POST /v1/responses` body becomes the canonical (Chat Completions)
+//! request every route speaks.
 //!
 //! Fields the canonical request has no use for (`metadata`, `store`,
 //! `previous_response_id`) are the endpoint's business; unknown fields are
