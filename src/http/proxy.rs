@@ -9,17 +9,20 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::time::Duration;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::edge::Trace;
+use crate::auth::Principal;
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::pipeline::exchange::{Exchange, Served};
 use crate::pipeline::relay::{self, Relay, Resume};
 use crate::provider::Answer;
-use crate::runtime::State;
+use crate::route::Plan;
+use crate::runtime::{Generation, State};
 use crate::wire::chat::{parse_request, Endpoint};
 
 pub async fn forward(
@@ -33,6 +36,71 @@ pub async fn forward(
     let principal = generation.auth.check(req.headers())?;
     let bytes = read_body(req, generation.config.server.max_body_bytes).await?;
     let body = parse_request(&bytes, endpoint)?;
+    let streamed = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let resume_request = (endpoint == Endpoint::Chat && streamed).then(|| body.clone());
+    let sent = send(&generation, principal, endpoint, body, started, trace).await?;
+    let headers = hermes_headers(&sent);
+    let Sent {
+        plan,
+        served,
+        deadline,
+        timeout,
+    } = sent;
+    let handles = &state.handles;
+    let resp = match served.answer {
+        Answer::Json { body, usage } => {
+            if let Some(usage) = usage {
+                handles.account(&served.provider, served.estimated_tokens, usage);
+            }
+            trace.usage = usage;
+            respond(body::full(body), "application/json")
+        }
+        Answer::Stream { first, rest } => {
+            handles
+                .metrics
+                .ttft
+                .with_label_values(&[&plan.label, &served.provider])
+                .observe(started.elapsed().as_secs_f64());
+            let resume = resume_request
+                .filter(|_| plan.resume)
+                .map(|request| Resume::new(generation.routes.clone(), plan.label.clone(), request));
+            let relay = Relay {
+                handles: handles.clone(),
+                provider: served.provider,
+                estimated_tokens: served.estimated_tokens,
+                deadline,
+                timeout,
+                resume,
+                usage: None,
+            };
+            let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+    };
+    Ok(with_headers(resp, headers))
+}
+
+/// A routed request on its way back: the plan it followed and what came back.
+pub(super) struct Sent {
+    pub plan: Arc<Plan>,
+    pub served: Served,
+    pub deadline: Instant,
+    /// The configured `request_timeout`, for the message when `deadline` passes.
+    pub timeout: Duration,
+}
+
+/// Routes a canonical request for this client and sends it down the route's
+/// stack under the request deadline; what every dialect shares.
+pub(super) async fn send(
+    generation: &Generation,
+    principal: Option<Principal<'_>>,
+    endpoint: Endpoint,
+    body: Map<String, Value>,
+    started: Instant,
+    trace: &mut Trace,
+) -> Result<Sent, ApiError> {
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -55,21 +123,14 @@ pub async fn forward(
             return Err(ApiError::ModelNotAllowed(model));
         }
     }
-
-    let routes = generation.routes.clone();
-    let resume = (endpoint == Endpoint::Chat
-        && body.get("stream").and_then(Value::as_bool) == Some(true)
-        && plan.resume)
-        .then(|| Resume::new(routes.clone(), plan.label.clone(), body.clone()));
     let timeout = generation.config.defaults.request_timeout;
     let deadline = started + timeout;
-    let label = plan.label.clone();
     let exchange = Exchange {
         endpoint,
         body,
-        plan,
+        plan: plan.clone(),
         deadline,
-        routes,
+        routes: generation.routes.clone(),
     };
     let served = tokio::time::timeout_at(deadline, service.oneshot(exchange))
         .await
@@ -77,61 +138,42 @@ pub async fn forward(
     trace.provider = Some(served.provider.clone());
     trace.attempts = served.attempts;
     trace.upstream_time = served.upstream_time;
-    let compressed = served
-        .compressed
-        .as_ref()
-        .map(|r| ("x-hermes-compressed", r.header()));
-    let headers = [
-        ("x-hermes-route", label.clone()),
+    Ok(Sent {
+        plan,
+        served,
+        deadline,
+        timeout,
+    })
+}
+
+/// The `x-hermes-*` headers of a routed answer.
+pub(super) fn hermes_headers(sent: &Sent) -> Vec<(&'static str, String)> {
+    let served = &sent.served;
+    let mut headers = vec![
+        ("x-hermes-route", sent.plan.label.clone()),
         ("x-hermes-provider", served.provider.clone()),
         ("x-hermes-model", served.model.clone()),
         ("x-hermes-attempts", served.attempts.to_string()),
     ];
-    let Served {
-        answer,
-        provider,
-        estimated_tokens,
-        ..
-    } = served;
-    let handles = &state.handles;
-    let mut resp = match answer {
-        Answer::Json { body, usage } => {
-            if let Some(usage) = usage {
-                handles.account(&provider, estimated_tokens, usage);
-            }
-            trace.usage = usage;
-            respond(body::full(body), "application/json")
-        }
-        Answer::Stream { first, rest } => {
-            handles
-                .metrics
-                .ttft
-                .with_label_values(&[&label, &provider])
-                .observe(started.elapsed().as_secs_f64());
-            let relay = Relay {
-                handles: handles.clone(),
-                provider,
-                estimated_tokens,
-                deadline,
-                timeout,
-                resume,
-                usage: None,
-            };
-            let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            resp
-        }
-    };
-    for (name, value) in headers.into_iter().chain(compressed) {
+    if let Some(report) = &served.compressed {
+        headers.push(("x-hermes-compressed", report.header()));
+    }
+    headers
+}
+
+pub(super) fn with_headers(
+    mut resp: Response<Body>,
+    headers: Vec<(&'static str, String)>,
+) -> Response<Body> {
+    for (name, value) in headers {
         if let Ok(v) = HeaderValue::try_from(value) {
             resp.headers_mut().insert(name, v);
         }
     }
-    Ok(resp)
+    resp
 }
 
-fn respond(body: Body, content_type: &'static str) -> Response<Body> {
+pub(super) fn respond(body: Body, content_type: &'static str) -> Response<Body> {
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut()
@@ -143,7 +185,7 @@ fn respond(body: Body, content_type: &'static str) -> Response<Body> {
 /// before reading anything, an undeclared one as soon as it passes the limit.
 /// (Not tower-http's `RequestBodyLimitLayer`: its 413 is not in the client's
 /// dialect, and the limit here follows config reloads.)
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
