@@ -76,16 +76,23 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
         tracing::warn!("{w}");
     }
     let addr = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    let enabled: Vec<&str> = config
+    let enabled: Vec<String> = config
         .providers
         .iter()
         .filter(|p| p.enabled)
-        .map(|p| p.name.as_str())
+        .map(|p| p.name.clone())
         .collect();
-    let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    let routes: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+    let state = match State::with_source(config, source.path.clone().map(ConfigSource::from_env)) {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("error: {e} (set `path` under [store] in the config)");
+            return Ok(2);
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(
         "hermes-proxy listening on http://{}/v1 (config: {}; routes: {}; enabled providers: {})",
         listener.local_addr()?,
@@ -93,7 +100,6 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
         routes.join(", "),
         enabled.join(", ")
     );
-    let state = State::with_source(config, source.path.clone().map(ConfigSource::from_env));
     // Kept alive for as long as the server runs: dropping it stops the watching.
     let _watcher = match reload::watch(state.clone()) {
         Ok(w) => w,

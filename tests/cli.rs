@@ -414,3 +414,26 @@ fn sighup_reloads_the_config_and_sigterm_stops_cleanly() {
         "{log}"
     );
 }
+
+#[test]
+fn a_store_that_cannot_be_opened_stops_the_start_naming_its_path() {
+    let dir = Scratch::new("bad-store");
+    dir.write("not-a-folder", "a file where a folder should be");
+    let config = dir.write(
+        "routes.toml",
+        "[store]\npath = \"not-a-folder/hermes.db\"\n\n[providers.demo]\nkind = \"mock\"\n\n[routes.default]\ntargets = [{ provider = \"demo\", model = \"demo\" }]\n",
+    );
+    let out = run(hermes(&dir).args([
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot open the store at not-a-folder/hermes.db"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[store]"), "{stderr}");
+}

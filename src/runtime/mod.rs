@@ -14,6 +14,8 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::pipeline::service::{self, Layers};
 use crate::pipeline::{Handles, RouteTable};
+use crate::store::embedded::Embedded;
+use crate::store::{ResponseStore, StoreError};
 use reload::ConfigSource;
 
 /// Everything derived from one config.
@@ -27,6 +29,9 @@ pub struct Generation {
 /// The proxy while it runs: what a reload keeps and what it replaces.
 pub struct State {
     pub handles: Arc<Handles>,
+    /// Stored responses; opened at start from `[store]` (a reload that moves
+    /// it takes a restart).
+    pub store: Arc<dyn ResponseStore>,
     current: ArcSwap<Generation>,
     /// Where the config came from, for reloads (None: the embedded default).
     pub source: Option<ConfigSource>,
@@ -35,24 +40,34 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: Config) -> Arc<Self> {
+    /// The state for `config`; fails only when the store cannot be opened.
+    pub fn new(config: Config) -> Result<Arc<Self>, StoreError> {
         Self::build(config, None, Layers::default())
     }
 
-    pub fn with_source(config: Config, source: Option<ConfigSource>) -> Arc<Self> {
+    pub fn with_source(
+        config: Config,
+        source: Option<ConfigSource>,
+    ) -> Result<Arc<Self>, StoreError> {
         Self::build(config, source, Layers::default())
     }
 
     /// As `with_source`, with extra layers on named routes.
-    pub fn build(config: Config, source: Option<ConfigSource>, layers: Layers) -> Arc<Self> {
+    pub fn build(
+        config: Config,
+        source: Option<ConfigSource>,
+        layers: Layers,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Arc::new(Embedded::open(&config.store)?);
         let handles = Arc::new(Handles::new(config.defaults.connect_timeout));
         let first = generation(config, &handles, &layers);
-        Arc::new(State {
+        Ok(Arc::new(State {
             current: ArcSwap::from_pointee(first),
             handles,
+            store,
             source,
             layers,
-        })
+        }))
     }
 
     /// The generation serving now.

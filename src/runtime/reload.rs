@@ -160,6 +160,12 @@ pub fn reload(state: &State, trigger: &str) -> Outcome {
                     config.server.listen, old.config.server.listen
                 ));
             }
+            if config.store.path != old.config.store.path {
+                warnings.push(format!(
+                    "[store] path changed to {}: this takes a restart; still using {}",
+                    config.store.path, old.config.store.path
+                ));
+            }
             if config.defaults.connect_timeout != old.config.defaults.connect_timeout {
                 warnings.push(
                     "connect_timeout changed: this takes a restart (connection pools are kept)"

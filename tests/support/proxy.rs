@@ -18,6 +18,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub state: Arc<State>,
     _watcher: Option<notify::RecommendedWatcher>,
+    /// Where this proxy's response store lives, unless its config says.
+    _store_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -30,31 +32,35 @@ impl Proxy {
 
     /// As `start`, with extra tower layers on named routes' stacks.
     pub async fn start_with_layers(toml: &str, layers: Layers) -> Proxy {
-        let config = parse(toml, "test.toml", &lookup(&[]));
-        Self::serve(State::build(config, None, layers), None).await
+        let (config, dir) = parse(toml, "test.toml", &lookup(&[]));
+        Self::serve(State::build(config, None, layers).unwrap(), None, dir).await
     }
 
     /// As `start`, with the environment variables the config names.
     pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Proxy {
-        let config = parse(toml, "test.toml", &lookup(env));
-        Self::serve(State::new(config), None).await
+        let (config, dir) = parse(toml, "test.toml", &lookup(env));
+        Self::serve(State::new(config).unwrap(), None, dir).await
     }
 
     /// Serves the config file at `path` and reloads it on change, as
     /// `hermes-proxy --config path` does.
     pub async fn start_watching(path: &std::path::Path, env: &[(&str, &str)]) -> Proxy {
         let text = std::fs::read_to_string(path).unwrap();
-        let config = parse(&text, &path.display().to_string(), &lookup(env));
+        let (config, dir) = parse(&text, &path.display().to_string(), &lookup(env));
         let source = ConfigSource {
             path: path.to_path_buf(),
             env: Box::new(lookup(env)),
         };
-        let state = State::with_source(config, Some(source));
+        let state = State::with_source(config, Some(source)).unwrap();
         let watcher = hermes_proxy::runtime::reload::watch(state.clone()).unwrap();
-        Self::serve(state, watcher).await
+        Self::serve(state, watcher, dir).await
     }
 
-    async fn serve(state: Arc<State>, watcher: Option<notify::RecommendedWatcher>) -> Proxy {
+    async fn serve(
+        state: Arc<State>,
+        watcher: Option<notify::RecommendedWatcher>,
+        store_dir: tempfile::TempDir,
+    ) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -70,6 +76,7 @@ impl Proxy {
             addr,
             state,
             _watcher: watcher,
+            _store_dir: store_dir,
             stop: Some(tx),
             task: Some(task),
         }
@@ -177,9 +184,21 @@ fn lookup(env: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Send + Sync
     move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
-fn parse(toml: &str, path: &str, env: &dyn Fn(&str) -> Option<String>) -> config::Config {
+/// Parses a test config; its store goes into a fresh temporary folder
+/// unless the config names a `[store]` of its own.
+fn parse(
+    toml: &str,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (config::Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
     match config::parse(toml, path, env) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if !toml.contains("[store]") {
+                c.store.path = dir.path().join("hermes.db").display().to_string();
+            }
+            (c, dir)
+        }
         Err(errors) => panic!(
             "test config is invalid:\n{}",
             errors
