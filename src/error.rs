@@ -152,6 +152,10 @@ pub enum ApiError {
     },
     #[error("no route for {method} {path}")]
     NotFound { method: String, path: String },
+    #[error("no stored response with id `{0}`")]
+    ResponseNotFound(String),
+    #[error("previous response `{0}` not found: it was never stored, was deleted, expired, or belongs to another key")]
+    PreviousResponseNotFound(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     RequestTooLarge { limit: usize },
     #[error("rate limit for this key exceeded; retry after {}s", secs_ceil(*retry_after))]
@@ -193,7 +197,10 @@ impl ApiError {
             ApiError::InvalidRequest { .. } | ApiError::ContextLength(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
-            ApiError::ModelNotFound { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound { .. }
+            | ApiError::NotFound { .. }
+            | ApiError::ResponseNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PreviousResponseNotFound(_) => StatusCode::BAD_REQUEST,
             ApiError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::KeyRateLimited { .. } | ApiError::AllRateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -214,7 +221,8 @@ impl ApiError {
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::ModelNotAllowed(_) => "model_not_allowed",
             ApiError::ModelNotFound { .. } => "model_not_found",
-            ApiError::NotFound { .. } => "not_found",
+            ApiError::NotFound { .. } | ApiError::ResponseNotFound(_) => "not_found",
+            ApiError::PreviousResponseNotFound(_) => "previous_response_not_found",
             ApiError::RequestTooLarge { .. } => "request_too_large",
             ApiError::KeyRateLimited { .. } | ApiError::AllRateLimited { .. } => {
                 "rate_limit_exceeded"

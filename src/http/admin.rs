@@ -99,7 +99,7 @@ pub fn reload(state: &State, headers: &HeaderMap) -> Result<Response<Body>, ApiE
     ))
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(body::full(serde_json::to_vec(value).unwrap_or_default()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -4,11 +4,13 @@
 //! - [`edge`]: request id, access log and metrics, CORS (tower layers)
 //! - [`proxy`]: a proxied request: auth, body, dialect in, route, the route's
 //!   stack, dialect out
+//! - [`responses`]: the Responses API and its stored responses
 //! - [`admin`]: health, readiness, models, metrics, reload
 
 pub mod admin;
 pub mod edge;
 pub mod proxy;
+pub mod responses;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -83,6 +85,11 @@ async fn dispatch(
             return admin::model(state, req.headers(), &p["/v1/models/".len()..])
         }
         (&Method::POST, "/admin/reload") => return admin::reload(state, req.headers()),
+        (&Method::POST, "/v1/responses") => return responses::create(state, req, trace).await,
+        (method, p) if p.starts_with("/v1/responses/") => {
+            let rest = &p["/v1/responses/".len()..];
+            return responses::stored(state, method, req.headers(), rest, req.uri().query()).await;
+        }
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/completions") => Endpoint::Completions,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,

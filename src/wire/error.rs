@@ -45,6 +45,7 @@ impl ApiError {
             ApiError::InvalidRequest { param, .. } => *param,
             ApiError::ModelNotFound { .. } | ApiError::ModelNotAllowed(_) => Some("model"),
             ApiError::ContextLength(_) => Some("messages"),
+            ApiError::PreviousResponseNotFound(_) => Some("previous_response_id"),
             _ => None,
         };
         json!({"error": {

@@ -165,6 +165,52 @@ def case_embeddings():
     assert again.data[0].embedding == vector, "equal inputs embedded differently"
 
 
+def case_responses_create_and_continue():
+    first = client.responses.create(model="default", input=SAID, instructions="Be brief.")
+    assert first.id.startswith("resp_"), first.id
+    assert first.status == "completed", first.status
+    assert first.model == "default", first.model
+    assert SAID in first.output_text, f"answer does not echo the prompt: {first.output_text!r}"
+    assert first.usage.input_tokens > 0 and first.usage.output_tokens > 0, first.usage
+    assert first.usage.total_tokens == first.usage.input_tokens + first.usage.output_tokens
+    second = client.responses.create(model="default", input="and again", previous_response_id=first.id)
+    assert second.previous_response_id == first.id, second.previous_response_id
+    assert "and again" in second.output_text, second.output_text
+    # The stored input of the second holds the whole conversation, oldest first.
+    items = list(client.responses.input_items.list(second.id, order="asc"))
+    texts = [part.text for item in items for part in (item.content or []) if hasattr(part, "text")]
+    assert texts[0] == SAID and texts[-1] == "and again", texts
+
+
+def case_responses_retrieve_and_delete():
+    made = client.responses.create(model="demo/demo", input="keep me")
+    got = client.responses.retrieve(made.id)
+    assert got.id == made.id and got.output_text == made.output_text
+    deleted = client.responses.delete(made.id)
+    assert deleted is None or getattr(deleted, "deleted", True), deleted
+    try:
+        client.responses.retrieve(made.id)
+    except openai.NotFoundError as e:
+        assert error_code(e) == "not_found", f"code = {error_code(e)!r}"
+    else:
+        raise AssertionError("a deleted response was still retrieved")
+
+
+def case_responses_errors():
+    try:
+        client.responses.create(model="default", input="x", previous_response_id="resp_unknown")
+    except openai.BadRequestError as e:
+        assert error_code(e) == "previous_response_not_found", f"code = {error_code(e)!r}"
+    else:
+        raise AssertionError("no BadRequestError for an unknown previous_response_id")
+    try:
+        client.responses.create(model="default", input="x", tools=[{"type": "web_search"}])
+    except openai.BadRequestError as e:
+        assert "web_search" in str(e), str(e)
+    else:
+        raise AssertionError("a hosted tool was accepted")
+
+
 CASES = [
     ("chat non-stream: answer, usage, x-hermes-* headers", case_chat_non_stream),
     ("chat: client x-request-id is echoed", case_request_id_passthrough),
@@ -174,6 +220,9 @@ CASES = [
     ("unknown model -> NotFoundError model_not_found", case_unknown_model),
     ("messages not a list -> BadRequestError", case_bad_request),
     ("embeddings on demo/demo", case_embeddings),
+    ("responses.create, previous_response_id, input_items.list", case_responses_create_and_continue),
+    ("responses.retrieve and delete", case_responses_retrieve_and_delete),
+    ("responses errors: unknown previous id, hosted tool", case_responses_errors),
 ]
 
 
