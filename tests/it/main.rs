@@ -13,6 +13,7 @@ mod load;
 mod metrics;
 mod probe;
 mod reload;
+mod responses;
 mod route_layer;
 mod server;
 mod streaming;

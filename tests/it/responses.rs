@@ -1,0 +1,219 @@
+//! The Responses API over real HTTP, on a route whose upstream speaks Chat
+//! Completions only: translation both ways, a function-tool round trip,
+//! stored conversations across a restart, and one key's responses hidden
+//! from another.
+
+use serde_json::{json, Value};
+
+use crate::support::mock_upstream::{MockUpstream, Reply};
+use crate::support::proxy::{config_for, http, Proxy};
+
+async fn create(proxy: &Proxy, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = http().post(proxy.url("/v1/responses")).json(&body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+async fn get(proxy: &Proxy, key: &str, path: &str) -> (u16, Value) {
+    let resp = http()
+        .get(proxy.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+fn tool_call_reply() -> Reply {
+    Reply::json(
+        200,
+        json!({"id": "chatcmpl-1", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": null, "tool_calls": [{"id": "call_w", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}}),
+    )
+}
+
+#[tokio::test]
+async fn a_function_tool_round_trip_on_a_chat_only_upstream() {
+    let up = MockUpstream::start().await;
+    up.push(tool_call_reply());
+    up.push(Reply::chat("It is sunny in Paris."));
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], "")).await;
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Weather by city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+
+    let (status, first) = create(
+        &proxy,
+        None,
+        json!({"model": "main", "input": "Weather in Paris?", "instructions": "Use tools.",
+            "tools": tools, "max_output_tokens": 100}),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["model"], "main");
+    let call = &first["output"][0];
+    assert_eq!(call["type"], "function_call");
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(call["call_id"], "call_w");
+    assert_eq!(first["usage"]["input_tokens"], 20);
+    let sent = &up.requests()[0].body;
+    assert_eq!(sent["model"], "up-model");
+    assert_eq!(sent["max_tokens"], 100);
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Use tools."})
+    );
+    assert_eq!(sent["tools"][0]["function"]["name"], "get_weather");
+
+    let (status, second) = create(
+        &proxy,
+        None,
+        json!({"model": "main", "previous_response_id": first["id"], "tools": tools,
+            "input": [{"type": "function_call_output", "call_id": "call_w", "output": "{\"sky\":\"sunny\"}"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(
+        second["output"][0]["content"][0]["text"],
+        "It is sunny in Paris."
+    );
+    assert_eq!(second["previous_response_id"], first["id"]);
+    // The upstream saw the whole conversation as chat: question, tool call, result.
+    let messages = up.requests()[1].body["messages"].clone();
+    let roles: Vec<&str> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool"], "{messages}");
+    assert_eq!(messages[1]["tool_calls"][0]["id"], "call_w");
+    assert_eq!(messages[2]["tool_call_id"], "call_w");
+}
+
+#[tokio::test]
+async fn a_stored_conversation_survives_a_restart_and_stays_with_its_key() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("responses.db");
+    let keys = format!(
+        "[store]\npath = \"{}\"\n\n[[server.keys]]\nname = \"a\"\nkey_env = \"KEY_A\"\n\n\
+         [[server.keys]]\nname = \"b\"\nkey_env = \"KEY_B\"\n",
+        store.display()
+    );
+    let toml = config_for(&[("up", &up.base_url())], &keys);
+    let env = [("KEY_A", "sk-a"), ("KEY_B", "sk-b")];
+
+    let proxy = Proxy::start_with_env(&toml, &env).await;
+    let (status, made) = create(
+        &proxy,
+        Some("sk-a"),
+        json!({"model": "main", "input": "remember 42"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    proxy.stop().await;
+
+    let proxy = Proxy::start_with_env(&toml, &env).await;
+    let (status, got) = get(&proxy, "sk-a", &format!("/v1/responses/{id}")).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got, made);
+    let (status, items) = get(&proxy, "sk-a", &format!("/v1/responses/{id}/input_items")).await;
+    assert_eq!(status, 200, "{items}");
+    assert_eq!(items["data"][0]["content"][0]["text"], "remember 42");
+
+    // Key b learns nothing, not even that the id exists.
+    let (status, hidden) = get(&proxy, "sk-b", &format!("/v1/responses/{id}")).await;
+    assert_eq!(
+        (status, hidden["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+    let (status, refused) = create(
+        &proxy,
+        Some("sk-b"),
+        json!({"model": "main", "input": "x", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"]["code"], "previous_response_not_found");
+    assert_eq!(refused["error"]["param"], "previous_response_id");
+
+    // Continued across the restart: the upstream gets the earlier turn.
+    let (status, _) = create(
+        &proxy,
+        Some("sk-a"),
+        json!({"model": "main", "input": "what number?", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let messages = up.requests().last().unwrap().body["messages"].clone();
+    assert_eq!(messages[0]["content"], "remember 42", "{messages}");
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(messages[2]["content"], "what number?");
+
+    let deleted = http()
+        .delete(proxy.url(&format!("/v1/responses/{id}")))
+        .bearer_auth("sk-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let body: Value = deleted.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"id": id, "object": "response", "deleted": true})
+    );
+    assert_eq!(
+        get(&proxy, "sk-a", &format!("/v1/responses/{id}")).await.0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn store_false_keeps_nothing_and_bad_input_names_the_field() {
+    let up = MockUpstream::start().await;
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], "")).await;
+    let (status, made) = create(
+        &proxy,
+        None,
+        json!({"model": "main", "input": "x", "store": false}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(made["store"], false);
+    let id = made["id"].as_str().unwrap();
+    assert_eq!(
+        get(&proxy, "any", &format!("/v1/responses/{id}")).await.0,
+        404
+    );
+
+    for (body, param) in [
+        (json!({"model": "main"}), "input"),
+        (json!({"input": "x"}), "model"),
+        (
+            json!({"model": "main", "input": [{"type": "item_reference", "id": "i"}]}),
+            "input",
+        ),
+        (
+            json!({"model": "main", "input": "x", "tools": [{"type": "file_search"}]}),
+            "tools",
+        ),
+    ] {
+        let (status, err) = create(&proxy, None, body.clone()).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(err["error"]["param"], param, "{body}: {err}");
+    }
+    let (status, err) = create(&proxy, None, json!({"model": "nope", "input": "x"})).await;
+    assert_eq!(
+        (status, err["error"]["code"].clone()),
+        (404, json!("model_not_found"))
+    );
+    // Nothing above reached the upstream but the one stored=false request.
+    assert_eq!(up.request_count(), 1);
+}
