@@ -24,6 +24,7 @@ use crate::provider::Answer;
 use crate::route::Plan;
 use crate::runtime::{Generation, State};
 use crate::wire::chat::{parse_request, Endpoint};
+use crate::wire::sse::ChatEvents;
 
 pub async fn forward(
     state: &Arc<State>,
@@ -72,6 +73,7 @@ pub async fn forward(
                 timeout,
                 resume,
                 usage: None,
+                encoder: Box::new(ChatEvents),
             };
             let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
             resp.headers_mut()

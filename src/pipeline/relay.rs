@@ -26,7 +26,7 @@ use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::provider::{normalize_event, Answer};
 use crate::wire::chat::Endpoint;
-use crate::wire::sse::{self, SseEvent, SseReader};
+use crate::wire::sse::{self, SseEvent, SseReader, StreamEncoder};
 use crate::wire::usage::Usage;
 
 /// Silence longer than this gets a `: keep-alive` comment, so proxies and
@@ -51,6 +51,8 @@ pub struct Relay {
     pub resume: Option<Resume>,
     /// The stream's usage once an event reported it, for the log.
     pub usage: Option<Usage>,
+    /// Writes the events in the client's dialect.
+    pub encoder: Box<dyn StreamEncoder>,
 }
 
 /// What continuing a broken stream needs: the request as the client sent it
@@ -104,7 +106,7 @@ pub fn start(mut relay: Relay, first: Bytes, rest: Option<SseReader>) -> Body {
             if let Some(resume) = &mut relay.resume {
                 resume.observe(&first);
             }
-            if tx.send(first).await.is_err() {
+            if relay.send(&tx, first).await.is_err() {
                 return;
             }
             if let Some(reader) = rest {
@@ -140,7 +142,8 @@ impl Relay {
             let next = tokio::select! {
                 _ = tx.closed() => return None, // client went away: drop the upstream
                 _ = tokio::time::sleep_until(self.deadline) => {
-                    finish_with_error(tx, &ApiError::Timeout(self.timeout).to_json()).await;
+                    let end = self.encoder.fail(&ApiError::Timeout(self.timeout).to_json());
+                    let _ = tx.send(end).await;
                     return None;
                 }
                 next = tokio::time::timeout(KEEP_ALIVE_EVERY, reader.next()) => next,
@@ -161,7 +164,7 @@ impl Relay {
                 SseEvent::Data { data, .. } => data,
             };
             if data == "[DONE]" {
-                let _ = tx.send(Bytes::from_static(sse::DONE)).await;
+                let _ = self.send(tx, Bytes::from_static(sse::DONE)).await;
                 tracing::info!(
                     provider = %self.provider,
                     prompt_tokens = self.usage.map(|u| u.prompt),
@@ -180,7 +183,7 @@ impl Relay {
                     if let Some(resume) = &mut self.resume {
                         resume.observe(&bytes);
                     }
-                    if tx.send(bytes).await.is_err() {
+                    if self.send(tx, bytes).await.is_err() {
                         return None;
                     }
                 }
@@ -233,11 +236,11 @@ impl Relay {
         self.provider = served.provider;
         self.estimated_tokens = served.estimated_tokens;
         resume.observe(&first);
-        tx.send(first).await.ok()?;
+        self.send(tx, first).await.ok()?;
         Some(rest)
     }
 
-    async fn fail(&self, tx: &mpsc::Sender<Bytes>, err: UpstreamError) {
+    async fn fail(&mut self, tx: &mpsc::Sender<Bytes>, err: UpstreamError) {
         tracing::warn!(provider = %self.provider, outcome = err.kind.as_str(), "stream failed after it began: {}", err.message);
         self.handles
             .metrics
@@ -246,17 +249,20 @@ impl Relay {
             .inc();
         let mut json = err.to_openai_json();
         json["error"]["message"] = format!("{}: {}", self.provider, err.message).into();
-        finish_with_error(tx, &json).await;
+        let end = self.encoder.fail(&json);
+        let _ = tx.send(end).await;
+    }
+
+    /// Sends `events` in the client's dialect; Err once the client is gone.
+    async fn send(&mut self, tx: &mpsc::Sender<Bytes>, events: Bytes) -> Result<(), ()> {
+        let encoded = self.encoder.encode(events);
+        if encoded.is_empty() {
+            return Ok(());
+        }
+        tx.send(encoded).await.map_err(|_| ())
     }
 }
 
 fn broken(message: &str) -> UpstreamError {
     UpstreamError::transport(ErrorKind::ServerError, message)
-}
-
-async fn finish_with_error(tx: &mpsc::Sender<Bytes>, error: &serde_json::Value) {
-    let chunk = sse::data(&serde_json::to_vec(error).unwrap_or_default());
-    if tx.send(chunk).await.is_ok() {
-        let _ = tx.send(Bytes::from_static(sse::DONE)).await;
-    }
 }
