@@ -8,21 +8,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::admin::json_response;
 use super::edge::Trace;
-use super::proxy::{hermes_headers, read_body, send, with_headers};
+use super::proxy::{hermes_headers, read_body, respond, send, with_headers};
 use crate::body::Body;
 use crate::error::ApiError;
+use crate::pipeline::relay::{self, Relay};
 use crate::provider::Answer;
 use crate::runtime::State;
-use crate::store::{Order, Page, StoreError, StoredResponse};
+use crate::store::{Order, Page, ResponseStore, StoreError, StoredResponse};
 use crate::wire::chat::Endpoint;
-use crate::wire::responses::{self, Meta};
+use crate::wire::responses::stream::OnComplete;
+use crate::wire::responses::{self, Meta, ResponseEvents};
 use crate::wire::usage;
 
 pub async fn create(
@@ -50,12 +52,6 @@ pub async fn create(
             ))
         }
     };
-    if request.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(ApiError::invalid(
-            "streamed Responses are not served by this build yet: send `\"stream\": false`",
-            Some("stream"),
-        ));
-    }
     let history = match request.get("previous_response_id") {
         None | Some(Value::Null) => vec![],
         Some(Value::String(id)) => {
@@ -77,57 +73,91 @@ pub async fn create(
     let chat = responses::to_chat(&request, &history)?;
     let sent = send(&generation, principal, Endpoint::Chat, chat, started, trace).await?;
     let headers = hermes_headers(&sent);
-    let served = sent.served;
-    let Answer::Json { body, usage } = served.answer else {
-        return Err(ApiError::AllFailed(vec![format!(
-            "{}: answered a stream to a request that asked for none",
-            served.provider
-        )]));
-    };
-    if let Some(usage) = usage {
-        state
-            .handles
-            .account(&served.provider, served.estimated_tokens, usage);
-    }
-    trace.usage = usage;
-    let mut completion: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::AllFailed(vec![format!(
-            "{}: answered invalid JSON: {e}",
-            served.provider
-        )])
-    })?;
-    usage::completion(&mut completion);
     let id = responses::new_id("resp");
+    let created_at = now();
     let meta = Meta {
         id: &id,
-        created_at: now(),
+        created_at,
         request: &request,
     };
-    let response = responses::from_chat(&completion, &meta);
-    if request.get("store").and_then(Value::as_bool) != Some(false) {
+    // What is stored once the answer is whole: the conversation so far.
+    let keep = (request.get("store").and_then(Value::as_bool) != Some(false)).then(|| {
         let mut input = history;
         input.extend(input_items(&request));
-        let stored = StoredResponse {
-            id: id.clone(),
-            owner,
-            created_at: meta.created_at,
-            input,
-            response: response.clone(),
-        };
-        if let Err(e) = state.store.put(stored).await {
-            // The answer is the client's either way; say it once, not per request.
-            static SAID: AtomicBool = AtomicBool::new(false);
-            if !SAID.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "cannot store responses, so previous_response_id cannot continue them: {e}"
-                );
+        let store = state.store.clone();
+        let (id, owner) = (id.clone(), owner);
+        move |response: Value| {
+            let stored = StoredResponse {
+                id,
+                owner,
+                created_at,
+                input,
+                response,
+            };
+            tokio::spawn(async move { keep_response(&*store, stored).await });
+        }
+    });
+    let served = sent.served;
+    let handles = &state.handles;
+    let resp = match served.answer {
+        Answer::Json { body, usage } => {
+            if let Some(usage) = usage {
+                handles.account(&served.provider, served.estimated_tokens, usage);
             }
+            trace.usage = usage;
+            let mut completion: Value = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::AllFailed(vec![format!(
+                    "{}: answered invalid JSON: {e}",
+                    served.provider
+                )])
+            })?;
+            usage::completion(&mut completion);
+            let response = responses::from_chat(&completion, &meta);
+            if let Some(keep) = keep {
+                keep(response.clone());
+            }
+            json_response(StatusCode::OK, &response)
+        }
+        Answer::Stream { first, rest } => {
+            handles
+                .metrics
+                .ttft
+                .with_label_values(&[&sent.plan.label, &served.provider])
+                .observe(started.elapsed().as_secs_f64());
+            let on_complete: OnComplete = match keep {
+                Some(keep) => Box::new(keep),
+                None => Box::new(|_| {}),
+            };
+            let relay = Relay {
+                handles: handles.clone(),
+                provider: served.provider,
+                estimated_tokens: served.estimated_tokens,
+                deadline: sent.deadline,
+                timeout: sent.timeout,
+                resume: None,
+                usage: None,
+                encoder: Box::new(ResponseEvents::new(responses::envelope(&meta), on_complete)),
+            };
+            let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+    };
+    Ok(with_headers(resp, headers))
+}
+
+/// Stores a finished response; a store that fails loses the continuation,
+/// never the answer, and says so once rather than on every request.
+async fn keep_response(store: &dyn ResponseStore, stored: StoredResponse) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if let Err(e) = store.put(stored).await {
+        if !SAID.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "cannot store responses, so previous_response_id cannot continue them: {e}"
+            );
         }
     }
-    Ok(with_headers(
-        json_response(StatusCode::OK, &response),
-        headers,
-    ))
 }
 
 /// `GET /v1/responses/{id}`, `DELETE` the same, `GET .../input_items`.

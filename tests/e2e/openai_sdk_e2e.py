@@ -182,6 +182,24 @@ def case_responses_create_and_continue():
     assert texts[0] == SAID and texts[-1] == "and again", texts
 
 
+def case_responses_stream():
+    kinds, deltas, numbers, final = [], [], [], None
+    with client.responses.stream(model="default", input=SAID) as stream:
+        for event in stream:
+            kinds.append(event.type)
+            numbers.append(event.sequence_number)
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"], kinds[:3]
+    assert kinds[-1] == "response.completed", kinds[-1]
+    assert numbers == list(range(len(numbers))), numbers
+    assert len(deltas) > 1, f"text came in {len(deltas)} deltas"
+    assert SAID in "".join(deltas), "".join(deltas)
+    assert final.output_text == "".join(deltas), final.output_text
+    assert final.usage and final.usage.output_tokens > 0, final.usage
+
+
 def case_responses_retrieve_and_delete():
     made = client.responses.create(model="demo/demo", input="keep me")
     got = client.responses.retrieve(made.id)
@@ -221,6 +239,7 @@ CASES = [
     ("messages not a list -> BadRequestError", case_bad_request),
     ("embeddings on demo/demo", case_embeddings),
     ("responses.create, previous_response_id, input_items.list", case_responses_create_and_continue),
+    ("responses.stream: typed events, deltas, final response", case_responses_stream),
     ("responses.retrieve and delete", case_responses_retrieve_and_delete),
     ("responses errors: unknown previous id, hosted tool", case_responses_errors),
 ]

@@ -217,3 +217,169 @@ async fn store_false_keeps_nothing_and_bad_input_names_the_field() {
     // Nothing above reached the upstream but the one stored=false request.
     assert_eq!(up.request_count(), 1);
 }
+
+/// The `(event, data)` pairs of a Responses stream, checking each event's
+/// name matches its `type` and the sequence numbers count up from 0.
+async fn events(resp: reqwest::Response) -> Vec<(String, Value)> {
+    let text = resp.text().await.unwrap();
+    let mut out = vec![];
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut name = None;
+        let mut data = None;
+        for line in block.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = Some(n.to_owned());
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str::<Value>(d).unwrap());
+            }
+        }
+        let (name, data) = (name.expect("an event name"), data.expect("data"));
+        assert_eq!(data["type"], name.as_str());
+        assert_eq!(data["sequence_number"], out.len(), "{name}");
+        out.push((name, data));
+    }
+    assert!(!text.contains("[DONE]"));
+    out
+}
+
+async fn stream(proxy: &Proxy, body: Value) -> Vec<(String, Value)> {
+    let resp = http()
+        .post(proxy.url("/v1/responses"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    events(resp).await
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> String {
+    crate::support::mock_upstream::data_event(&json!({"id": "c", "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+}
+
+#[tokio::test]
+async fn a_stream_of_reasoning_text_and_usage_in_the_last_chunk() {
+    let up = MockUpstream::start().await;
+    // vLLM and OpenRouter say `reasoning`; Kimi puts usage in the last choice.
+    up.push(Reply::sse(vec![
+        chunk(json!({"role": "assistant", "reasoning": "Two "}), None),
+        chunk(json!({"reasoning": "plus two."}), None),
+        chunk(json!({"content": "It is "}), None),
+        chunk(json!({"content": "4."}), None),
+        crate::support::mock_upstream::data_event(&json!({"id": "c", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
+                "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15, "cached_tokens": 2}}]})),
+        "data: [DONE]\n\n".into(),
+    ]));
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], "")).await;
+    let events = stream(
+        &proxy,
+        json!({"model": "main", "input": "2+2?", "stream": true}),
+    )
+    .await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.reasoning_summary_part.added",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.done",
+            "response.reasoning_summary_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(
+        up.requests()[0].body["stream_options"]["include_usage"],
+        true
+    );
+    let done = &events.last().unwrap().1["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["model"], "main");
+    assert_eq!(done["output"][0]["summary"][0]["text"], "Two plus two.");
+    assert_eq!(done["output"][1]["content"][0]["text"], "It is 4.");
+    assert_eq!(done["usage"]["input_tokens"], 9);
+    assert_eq!(done["usage"]["input_tokens_details"]["cached_tokens"], 2);
+    assert_eq!(done["usage"]["total_tokens"], 15);
+
+    // The streamed response was stored whole, like a JSON one.
+    let id = done["id"].as_str().unwrap();
+    let mut stored = Value::Null;
+    for _ in 0..50 {
+        let (status, got) = get(&proxy, "k", &format!("/v1/responses/{id}")).await;
+        if status == 200 {
+            stored = got;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(&stored, done);
+}
+
+#[tokio::test]
+async fn tool_call_arguments_stream_in_fragments_across_chunks() {
+    let up = MockUpstream::start().await;
+    up.push(Reply::sse(vec![
+        chunk(json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": ""}}]}), None),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"ci"}}]}), None),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "ty\":\"Paris\"}"}}]}), None),
+        chunk(json!({"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
+            "function": {"name": "get_time", "arguments": "{}"}}]}), None),
+        chunk(json!({}), Some("tool_calls")),
+        "data: [DONE]\n\n".into(),
+    ]));
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], "")).await;
+    let events = stream(&proxy, json!({"model": "main", "input": "weather?", "stream": true,
+        "tools": [{"type": "function", "name": "get_weather"}, {"type": "function", "name": "get_time"}]})).await;
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|(n, _)| n == "response.function_call_arguments.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, ["{\"ci", "ty\":\"Paris\"}", "{}"]);
+    let done = &events.last().unwrap().1["response"];
+    assert_eq!(events.last().unwrap().0, "response.completed");
+    assert_eq!(done["output"][0]["call_id"], "call_1");
+    assert_eq!(done["output"][0]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(done["output"][1]["name"], "get_time");
+}
+
+#[tokio::test]
+async fn an_upstream_that_breaks_mid_stream_ends_in_response_failed() {
+    let up = MockUpstream::start().await;
+    up.push(Reply::stream_text("one two three four five").cut_after(3));
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], "")).await;
+    let events = stream(
+        &proxy,
+        json!({"model": "main", "input": "count", "stream": true}),
+    )
+    .await;
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "response.failed");
+    assert_eq!(data["response"]["status"], "failed");
+    assert!(
+        data["response"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("up"),
+        "{data}"
+    );
+    // What had arrived was relayed before the failure.
+    assert!(events
+        .iter()
+        .any(|(n, _)| n == "response.output_text.delta"));
+}

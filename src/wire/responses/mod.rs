@@ -4,12 +4,15 @@
 //!
 //! - [`request`]: a Responses request -> the chat request
 //! - [`answer`]: a chat completion -> the Response object
+//! - [`stream`]: a chat stream -> the Responses events
 
 pub mod answer;
 pub mod request;
+pub mod stream;
 
-pub use answer::{from_chat, Meta};
+pub use answer::{envelope, from_chat, Meta};
 pub use request::to_chat;
+pub use stream::ResponseEvents;
 
 /// A fresh id with OpenAI's prefix for its kind (`resp`, `msg`, `fc`, `rs`).
 pub fn new_id(prefix: &str) -> String {
