@@ -1,10 +1,11 @@
 //! End-to-end checks with real third-party tools against the real binary:
-//! the official OpenAI Python SDK (`tests/e2e/run.sh`) and a real Prometheus
-//! that scrapes the proxy and evaluates every dashboard query
-//! (`tests/e2e/prometheus_check.sh`).
+//! the official OpenAI Python SDK (`tests/e2e/run.sh`), the OpenAI Agents SDK
+//! (`tests/e2e/agents_e2e.py`) and a real Prometheus that scrapes the proxy
+//! and evaluates every dashboard query (`tests/e2e/prometheus_check.sh`).
 //!
-//! They need `pip install openai` (or `HERMES_E2E_PYTHON` naming a Python
-//! that has it) and Debian's `prometheus` package; `.ci/run` installs both.
+//! They need `pip install openai openai-agents` (or `HERMES_E2E_PYTHON`
+//! naming a Python that has them) and Debian's `prometheus` package;
+//! `.ci/run` installs them.
 //! Without them each check says what is missing and is skipped, except under
 //! CI (`CI` set), where a missing tool is a failure.
 
@@ -38,7 +39,11 @@ fn succeeds(cmd: &mut Command) -> bool {
 
 /// Runs a script with the test binary and reports its output on failure.
 fn run_script(script: &str, envs: &[(&str, String)]) {
-    let out = Command::new("bash")
+    run_with("bash", script, envs)
+}
+
+fn run_with(interpreter: &str, script: &str, envs: &[(&str, String)]) {
+    let out = Command::new(interpreter)
         .arg(format!("{REPO}/tests/e2e/{script}"))
         .env("HERMES_BIN", BIN)
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
@@ -64,6 +69,16 @@ fn the_official_openai_python_sdk_works_against_the_proxy() {
         return;
     }
     run_script("run.sh", &[("PYTHON", python)]);
+}
+
+#[test]
+fn the_openai_agents_sdk_runs_an_agent_with_a_tool_through_the_proxy() {
+    let python = python();
+    let has_sdk = succeeds(Command::new(&python).args(["-c", "import agents, openai"]));
+    if require(has_sdk, &format!("the OpenAI Agents SDK (for {python})")).is_err() {
+        return;
+    }
+    run_with(&python, "agents_e2e.py", &[]);
 }
 
 #[test]
