@@ -383,3 +383,50 @@ async fn an_upstream_that_breaks_mid_stream_ends_in_response_failed() {
         .iter()
         .any(|(n, _)| n == "response.output_text.delta"));
 }
+
+#[tokio::test]
+async fn the_real_kimi_and_openrouter_stream_samples() {
+    use crate::support::mock_upstream::wire;
+    let up = MockUpstream::start().await;
+    up.push(wire::kimi_stream_usage_in_choice());
+    up.push(Reply::sse(wire::openrouter_mid_stream_error_events()));
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], "")).await;
+
+    let kimi = stream(
+        &proxy,
+        json!({"model": "main", "input": "hi", "stream": true}),
+    )
+    .await;
+    let (last, data) = kimi.last().unwrap();
+    assert_eq!(last, "response.completed");
+    let response = &data["response"];
+    assert_eq!(
+        response["output"][0]["content"][0]["text"],
+        "Hello from Kimi"
+    );
+    assert_eq!(response["usage"]["input_tokens"], 10);
+    assert_eq!(
+        response["usage"]["input_tokens_details"]["cached_tokens"],
+        4
+    );
+
+    // OpenRouter reports a failure mid-stream as a chunk with an `error`.
+    let openrouter = stream(
+        &proxy,
+        json!({"model": "main", "input": "hi", "stream": true}),
+    )
+    .await;
+    let (last, data) = openrouter.last().unwrap();
+    assert_eq!(last, "response.failed");
+    let message = data["response"]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Provider disconnected unexpectedly"),
+        "{message}"
+    );
+    let text: String = openrouter
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Hello world");
+}
