@@ -30,10 +30,14 @@ use hermes_proxy::config::{self, Config};
 use hermes_proxy::provider::classify::{classify, error_in_body};
 use hermes_proxy::provider::normalize_event;
 use hermes_proxy::route;
+use hermes_proxy::store::embedded::Embedded;
+use hermes_proxy::store::{ResponseStore, StoredResponse};
 use hermes_proxy::upstream::Client;
 use hermes_proxy::wire::chat::parse_request;
 use hermes_proxy::wire::chat::Endpoint;
+use hermes_proxy::wire::responses;
 use hermes_proxy::wire::sse::{SseEvent, SseReader};
+use hermes_proxy::wire::usage;
 
 const ROUTES: &str = r#"
 [server]
@@ -277,12 +281,96 @@ fn compression(c: &mut Criterion) {
     g.finish();
 }
 
+/// A chat completion as an upstream answers one, usage included.
+const COMPLETION: &str = r#"{"id":"chatcmpl-AbC123","object":"chat.completion","created":1730000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Rome. It is famous for the Colosseum, the Vatican and its food.","refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":412,"completion_tokens":16,"total_tokens":428,"prompt_tokens_details":{"cached_tokens":384}}}"#;
+
+/// The same conversation as `chat_body`, as a Responses request.
+fn responses_body(turns: usize) -> Vec<u8> {
+    let chat: Value = serde_json::from_slice(&chat_body(turns)).unwrap();
+    let mut input: Vec<Value> = chat["messages"].as_array().unwrap()[1..].to_vec();
+    for item in &mut input {
+        item["type"] = "message".into();
+    }
+    serde_json::to_vec(
+        &json!({"model": "bench", "instructions": chat["messages"][0]["content"],
+        "input": input, "temperature": 0.2, "max_output_tokens": 256}),
+    )
+    .unwrap()
+}
+
+/// What a Responses request costs the proxy beside a chat request, on the
+/// same 20-turn conversation: chat is parse + route + serialize (its answer
+/// goes back as it came); Responses adds translating in, translating the
+/// answer out, and (`_stored`) writing it to the embedded store.
+fn responses(c: &mut Criterion) {
+    let config = config();
+    let routes = route::Routes::new(&config, &Client::new(Duration::from_secs(1)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::open(&hermes_proxy::config::Store {
+        path: dir.path().join("bench.db").display().to_string(),
+        max_responses: 10_000,
+        ttl: Duration::from_secs(3600),
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let chat_bytes = chat_body(20);
+    let responses_bytes = responses_body(20);
+    let mut g = c.benchmark_group("responses");
+    g.bench_function("chat_in", |b| {
+        b.iter(|| {
+            let mut body = parse_request(black_box(&chat_bytes), Endpoint::Chat).unwrap();
+            let model = body["model"].as_str().unwrap().to_owned();
+            let target = &routes.resolve(&model).unwrap().targets[0];
+            body.insert("model".into(), Value::String(target.model.clone()));
+            black_box(serde_json::to_vec(&body).unwrap())
+        })
+    });
+    let translate = || {
+        let request: Value = serde_json::from_slice(black_box(&responses_bytes)).unwrap();
+        let request = request.as_object().unwrap().clone();
+        let mut body = responses::to_chat(&request, &[]).unwrap();
+        let target = &routes.resolve("bench").unwrap().targets[0];
+        body.insert("model".into(), Value::String(target.model.clone()));
+        black_box(serde_json::to_vec(&body).unwrap());
+        let mut completion: Value = serde_json::from_str(COMPLETION).unwrap();
+        usage::completion(&mut completion);
+        let meta = responses::Meta {
+            id: "resp_bench",
+            created_at: 1_730_000_000,
+            request: &request,
+        };
+        let response = responses::from_chat(&completion, &meta);
+        black_box(serde_json::to_vec(&response).unwrap());
+        (request, response)
+    };
+    g.bench_function("responses_in_out", |b| b.iter(translate));
+    let mut n = 0u64;
+    g.bench_function("responses_in_out_stored", |b| {
+        b.iter(|| {
+            let (request, response) = translate();
+            n += 1;
+            let stored = StoredResponse {
+                id: format!("resp_{n}"),
+                owner: String::new(),
+                created_at: 1_730_000_000,
+                input: request["input"].as_array().cloned().unwrap_or_default(),
+                response,
+            };
+            rt.block_on(store.put(stored)).unwrap();
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = request, sse, classification, compression
+    targets = request, sse, classification, compression, responses
 }
 criterion_main!(benches);
