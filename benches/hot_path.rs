@@ -329,8 +329,10 @@ fn responses(c: &mut Criterion) {
         })
     });
     let translate = || {
-        let request: Value = serde_json::from_slice(black_box(&responses_bytes)).unwrap();
-        let request = request.as_object().unwrap().clone();
+        let Value::Object(request) = serde_json::from_slice(black_box(&responses_bytes)).unwrap()
+        else {
+            unreachable!("a JSON object")
+        };
         let mut body = responses::to_chat(&request, &[]).unwrap();
         let target = &routes.resolve("bench").unwrap().targets[0];
         body.insert("model".into(), Value::String(target.model.clone()));

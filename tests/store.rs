@@ -100,6 +100,22 @@ async fn the_oldest_go_first_beyond_max_responses() {
     ] {
         assert_eq!(store.get("k", id).await.unwrap().is_some(), kept, "{id}");
     }
+    // The count is read again on opening: one more write drops one more.
+    drop(store);
+    let (_, now) = clock(1_000 * DAY);
+    let store = Embedded::open_with_clock(&settings(&dir, 3), now).unwrap();
+    store
+        .put(response("resp_6", "k", 1_000 * DAY))
+        .await
+        .unwrap();
+    assert_eq!(store.get("k", "resp_3").await.unwrap(), None);
+    assert!(store.get("k", "resp_4").await.unwrap().is_some());
+    // Replacing a response in place does not count as one more.
+    store
+        .put(response("resp_6", "k", 1_000 * DAY))
+        .await
+        .unwrap();
+    assert!(store.get("k", "resp_4").await.unwrap().is_some());
 }
 
 #[tokio::test]

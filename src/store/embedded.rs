@@ -5,6 +5,8 @@
 //!
 //! `max_responses` and `ttl` are enforced on every write (expired and
 //! surplus rows go, oldest first), and reads never return an expired row.
+//! The row count is kept beside the connection, so a write costs index
+//! look-ups, not a scan of every stored response.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,10 +22,16 @@ use crate::config;
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 pub struct Embedded {
-    conn: Arc<Mutex<Connection>>,
+    db: Arc<Mutex<Db>>,
     max_responses: u32,
     ttl: Duration,
     clock: Clock,
+}
+
+/// The connection and how many rows the table holds.
+struct Db {
+    conn: Connection,
+    rows: u64,
 }
 
 const SCHEMA: &str = "
@@ -68,8 +76,14 @@ impl Embedded {
             .and_then(|()| conn.busy_timeout(Duration::from_secs(5)))
             .and_then(|()| conn.execute_batch(SCHEMA))
             .map_err(|e| failed(e.to_string()))?;
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM responses", [], |row| row.get(0))
+            .map_err(|e| failed(e.to_string()))?;
         Ok(Embedded {
-            conn: Arc::new(Mutex::new(conn)),
+            db: Arc::new(Mutex::new(Db {
+                conn,
+                rows: rows.max(0) as u64,
+            })),
             max_responses: settings.max_responses,
             ttl: settings.ttl,
             clock,
@@ -85,13 +99,13 @@ impl Embedded {
     /// Runs `work` on a blocking thread with the connection.
     fn blocking<'a, T: Send + 'static>(
         &'a self,
-        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        work: impl FnOnce(&mut Db) -> rusqlite::Result<T> + Send + 'static,
     ) -> BoxFuture<'a, Result<T, StoreError>> {
-        let conn = self.conn.clone();
+        let db = self.db.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-                work(&mut conn)
+                let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
+                work(&mut db)
             })
             .await
             .map_err(|e| StoreError::Failed(e.to_string()))?
@@ -102,10 +116,18 @@ impl Embedded {
 
 impl ResponseStore for Embedded {
     fn put(&self, r: StoredResponse) -> BoxFuture<'_, Result<(), StoreError>> {
-        let (oldest, keep) = (self.oldest_alive(), self.max_responses);
-        self.blocking(move |conn| {
+        let (oldest, keep) = (self.oldest_alive(), u64::from(self.max_responses));
+        self.blocking(move |db| {
             let input = serde_json::Value::Array(r.input).to_string();
-            let tx = conn.transaction()?;
+            let tx = db.conn.transaction()?;
+            let replaced = tx
+                .query_row(
+                    "SELECT 1 FROM responses WHERE id = ?1",
+                    params![r.id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
             tx.execute(
                 "INSERT OR REPLACE INTO responses (id, owner, created_at, input, response)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -117,17 +139,22 @@ impl ResponseStore for Embedded {
                     r.response.to_string()
                 ],
             )?;
-            tx.execute(
+            let mut rows = db.rows + u64::from(!replaced);
+            rows -= tx.execute(
                 "DELETE FROM responses WHERE created_at < ?1",
                 params![oldest],
-            )?;
-            tx.execute(
-                "DELETE FROM responses WHERE rowid IN (
-                     SELECT rowid FROM responses ORDER BY created_at DESC, rowid DESC
-                     LIMIT -1 OFFSET ?1)",
-                params![keep],
-            )?;
-            tx.commit()
+            )? as u64;
+            if rows > keep {
+                let dropped = tx.execute(
+                    "DELETE FROM responses WHERE rowid IN (
+                         SELECT rowid FROM responses ORDER BY created_at, rowid LIMIT ?1)",
+                    params![(rows - keep) as i64],
+                )?;
+                rows = rows.saturating_sub(dropped as u64);
+            }
+            tx.commit()?;
+            db.rows = rows;
+            Ok(())
         })
     }
 
@@ -137,28 +164,29 @@ impl ResponseStore for Embedded {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredResponse>, StoreError>> {
         let (owner, id, oldest) = (owner.to_owned(), id.to_owned(), self.oldest_alive());
-        self.blocking(move |conn| {
-            conn.query_row(
-                "SELECT created_at, input, response FROM responses
+        self.blocking(move |db| {
+            db.conn
+                .query_row(
+                    "SELECT created_at, input, response FROM responses
                  WHERE id = ?1 AND owner = ?2 AND created_at >= ?3",
-                params![id, owner, oldest],
-                |row| {
-                    let created_at: i64 = row.get(0)?;
-                    let input: String = row.get(1)?;
-                    let response: String = row.get(2)?;
-                    Ok((created_at, input, response))
-                },
-            )
-            .optional()
-            .map(|found| {
-                found.map(|(created_at, input, response)| StoredResponse {
-                    id,
-                    owner,
-                    created_at: created_at.max(0) as u64,
-                    input: serde_json::from_str(&input).unwrap_or_default(),
-                    response: serde_json::from_str(&response).unwrap_or_default(),
+                    params![id, owner, oldest],
+                    |row| {
+                        let created_at: i64 = row.get(0)?;
+                        let input: String = row.get(1)?;
+                        let response: String = row.get(2)?;
+                        Ok((created_at, input, response))
+                    },
+                )
+                .optional()
+                .map(|found| {
+                    found.map(|(created_at, input, response)| StoredResponse {
+                        id,
+                        owner,
+                        created_at: created_at.max(0) as u64,
+                        input: serde_json::from_str(&input).unwrap_or_default(),
+                        response: serde_json::from_str(&response).unwrap_or_default(),
+                    })
                 })
-            })
         })
     }
 
@@ -168,12 +196,13 @@ impl ResponseStore for Embedded {
         id: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let (owner, id) = (owner.to_owned(), id.to_owned());
-        self.blocking(move |conn| {
-            conn.execute(
+        self.blocking(move |db| {
+            let deleted = db.conn.execute(
                 "DELETE FROM responses WHERE id = ?1 AND owner = ?2",
                 params![id, owner],
-            )
-            .map(|n| n > 0)
+            )?;
+            db.rows = db.rows.saturating_sub(deleted as u64);
+            Ok(deleted > 0)
         })
     }
 }
