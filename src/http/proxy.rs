@@ -24,7 +24,8 @@ use crate::provider::Answer;
 use crate::route::Plan;
 use crate::runtime::{Generation, State};
 use crate::wire::chat::{parse_request, Endpoint};
-use crate::wire::sse::ChatEvents;
+use crate::wire::sse::{ChatEvents, SseReader, StreamEncoder};
+use crate::wire::usage::Usage;
 
 pub async fn forward(
     state: &Arc<State>,
@@ -47,38 +48,31 @@ pub async fn forward(
         deadline,
         timeout,
     } = sent;
-    let handles = &state.handles;
     let resp = match served.answer {
         Answer::Json { body, usage } => {
-            if let Some(usage) = usage {
-                handles.account(&served.provider, served.estimated_tokens, usage);
-            }
-            trace.usage = usage;
+            account(
+                state,
+                &served.provider,
+                served.estimated_tokens,
+                usage,
+                trace,
+            );
             respond(body::full(body), "application/json")
         }
         Answer::Stream { first, rest } => {
-            handles
-                .metrics
-                .ttft
-                .with_label_values(&[&plan.label, &served.provider])
-                .observe(started.elapsed().as_secs_f64());
             let resume = resume_request
                 .filter(|_| plan.resume)
                 .map(|request| Resume::new(generation.routes.clone(), plan.label.clone(), request));
-            let relay = Relay {
-                handles: handles.clone(),
+            let stream = Streamed {
+                state,
+                label: &plan.label,
                 provider: served.provider,
                 estimated_tokens: served.estimated_tokens,
                 deadline,
                 timeout,
-                resume,
-                usage: None,
-                encoder: Box::new(ChatEvents),
+                started,
             };
-            let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            resp
+            stream.relay(first, rest, resume, Box::new(ChatEvents))
         }
     };
     Ok(with_headers(resp, headers))
@@ -173,6 +167,65 @@ pub(super) fn with_headers(
         }
     }
     resp
+}
+
+/// A JSON answer's usage: accounted to its provider, and noted for the access log.
+pub(super) fn account(
+    state: &State,
+    provider: &str,
+    estimated_tokens: u32,
+    usage: Option<Usage>,
+    trace: &mut Trace,
+) {
+    if let Some(usage) = usage {
+        state.handles.account(provider, estimated_tokens, usage);
+    }
+    trace.usage = usage;
+}
+
+/// A stream on its way to the client.
+pub(super) struct Streamed<'a> {
+    pub state: &'a State,
+    pub label: &'a str,
+    pub provider: String,
+    pub estimated_tokens: u32,
+    pub deadline: Instant,
+    pub timeout: Duration,
+    /// When the request arrived, for the time to first token.
+    pub started: Instant,
+}
+
+impl Streamed<'_> {
+    /// Answers at once and relays the rest as it comes, written by `encoder`
+    /// in the client's dialect.
+    pub(super) fn relay(
+        self,
+        first: Bytes,
+        rest: Option<SseReader>,
+        resume: Option<Resume>,
+        encoder: Box<dyn StreamEncoder>,
+    ) -> Response<Body> {
+        let handles = &self.state.handles;
+        handles
+            .metrics
+            .ttft
+            .with_label_values(&[self.label, &self.provider])
+            .observe(self.started.elapsed().as_secs_f64());
+        let relay = Relay {
+            handles: handles.clone(),
+            provider: self.provider,
+            estimated_tokens: self.estimated_tokens,
+            deadline: self.deadline,
+            timeout: self.timeout,
+            resume,
+            usage: None,
+            encoder,
+        };
+        let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        resp
+    }
 }
 
 pub(super) fn respond(body: Body, content_type: &'static str) -> Response<Body> {

@@ -8,17 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::admin::json_response;
 use super::edge::Trace;
-use super::proxy::{hermes_headers, read_body, respond, send, with_headers};
+use super::proxy::{account, hermes_headers, read_body, send, with_headers, Streamed};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::pipeline::relay::{self, Relay};
 use crate::provider::Answer;
 use crate::runtime::State;
 use crate::store::{Order, Page, ResponseStore, StoreError, StoredResponse};
@@ -98,13 +97,15 @@ pub async fn create(
         }
     });
     let served = sent.served;
-    let handles = &state.handles;
     let resp = match served.answer {
         Answer::Json { body, usage } => {
-            if let Some(usage) = usage {
-                handles.account(&served.provider, served.estimated_tokens, usage);
-            }
-            trace.usage = usage;
+            account(
+                state,
+                &served.provider,
+                served.estimated_tokens,
+                usage,
+                trace,
+            );
             let mut completion: Value = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::AllFailed(vec![format!(
                     "{}: answered invalid JSON: {e}",
@@ -119,29 +120,21 @@ pub async fn create(
             json_response(StatusCode::OK, &response)
         }
         Answer::Stream { first, rest } => {
-            handles
-                .metrics
-                .ttft
-                .with_label_values(&[&sent.plan.label, &served.provider])
-                .observe(started.elapsed().as_secs_f64());
             let on_complete: OnComplete = match keep {
                 Some(keep) => Box::new(keep),
                 None => Box::new(|_| {}),
             };
-            let relay = Relay {
-                handles: handles.clone(),
+            let stream = Streamed {
+                state,
+                label: &sent.plan.label,
                 provider: served.provider,
                 estimated_tokens: served.estimated_tokens,
                 deadline: sent.deadline,
                 timeout: sent.timeout,
-                resume: None,
-                usage: None,
-                encoder: Box::new(ResponseEvents::new(responses::envelope(&meta), on_complete)),
+                started,
             };
-            let mut resp = respond(relay::start(relay, first, rest), "text/event-stream");
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            resp
+            let events = ResponseEvents::new(responses::envelope(&meta), on_complete);
+            stream.relay(first, rest, None, Box::new(events))
         }
     };
     Ok(with_headers(resp, headers))
