@@ -37,10 +37,14 @@ pub fn to_chat(
         Some(Value::String(text)) => messages.push(json!({"role": "system", "content": text})),
         Some(_) => return Err(invalid("`instructions` must be a string", "instructions")),
     }
-    let input = match body.get("input") {
-        Some(Value::String(text)) => vec![json!({"role": "user", "content": text})],
-        Some(Value::Array(items)) => items.clone(),
-        None | Some(Value::Null) if !history.is_empty() => vec![],
+    let text_input;
+    let input: &[Value] = match body.get("input") {
+        Some(Value::String(text)) => {
+            text_input = [json!({"role": "user", "content": text})];
+            &text_input
+        }
+        Some(Value::Array(items)) => items,
+        None | Some(Value::Null) if !history.is_empty() => &[],
         _ => {
             return Err(invalid(
                 "you must provide `input` (a string or an array of input items)",
@@ -48,7 +52,15 @@ pub fn to_chat(
             ))
         }
     };
-    for (i, item) in history.iter().chain(&input).enumerate() {
+    for item in history {
+        add_item(&mut messages, item).map_err(|why| {
+            invalid(
+                &format!("the stored conversation: {why}"),
+                "previous_response_id",
+            )
+        })?;
+    }
+    for (i, item) in input.iter().enumerate() {
         add_item(&mut messages, item)
             .map_err(|why| invalid(&format!("`input[{i}]`: {why}"), "input"))?;
     }
