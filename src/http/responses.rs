@@ -234,17 +234,20 @@ fn input_items(request: &Map<String, Value>) -> Vec<Value> {
     items
         .into_iter()
         .map(|mut item| {
-            if item.get("id").is_none_or(Value::is_null) {
-                let prefix = match item["type"].as_str() {
-                    Some("function_call") => "fc",
-                    Some("function_call_output") => "fco",
-                    Some("reasoning") => "rs",
-                    _ => "msg",
-                };
-                item["id"] = responses::new_id(prefix).into();
-            }
-            if item.get("type").is_none() && item.get("role").is_some() {
-                item["type"] = "message".into();
+            // `to_chat` has accepted every item, so each is an object.
+            if let Some(fields) = item.as_object_mut() {
+                if fields.get("id").is_none_or(Value::is_null) {
+                    let prefix = match fields.get("type").and_then(Value::as_str) {
+                        Some("function_call") => "fc",
+                        Some("function_call_output") => "fco",
+                        Some("reasoning") => "rs",
+                        _ => "msg",
+                    };
+                    fields.insert("id".into(), responses::new_id(prefix).into());
+                }
+                if !fields.contains_key("type") && fields.contains_key("role") {
+                    fields.insert("type".into(), "message".into());
+                }
             }
             item
         })

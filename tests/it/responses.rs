@@ -430,3 +430,46 @@ async fn the_real_kimi_and_openrouter_stream_samples() {
         .collect();
     assert_eq!(text, "Hello world");
 }
+
+#[tokio::test]
+async fn odd_shapes_are_400s_never_a_crash() {
+    let up = MockUpstream::start().await;
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], "")).await;
+    let odd = [
+        json!({"model": "main", "input": [1, 2]}),
+        json!({"model": "main", "input": ["text"]}),
+        json!({"model": "main", "input": [null]}),
+        json!({"model": "main", "input": {"role": "user"}}),
+        json!({"model": "main", "input": [{"role": "user", "content": null}]}),
+        json!({"model": "main", "input": [{"role": "user", "content": [1]}]}),
+        json!({"model": "main", "input": [{"role": "user", "content": [{"type": "input_image"}]}]}),
+        json!({"model": "main", "input": [{"type": "function_call", "name": 3}]}),
+        json!({"model": "main", "input": [{"type": "function_call_output", "call_id": "c"}]}),
+        json!({"model": "main", "input": "x", "tools": {"type": "function"}}),
+        json!({"model": "main", "input": "x", "tools": [{"type": "function"}]}),
+        json!({"model": "main", "input": "x", "tool_choice": {"type": "function"}}),
+        json!({"model": "main", "input": "x", "instructions": 5}),
+        json!({"model": "main", "input": "x", "previous_response_id": 5}),
+        json!({"model": ["main"], "input": "x"}),
+        json!([1, 2, 3]),
+        json!("just a string"),
+    ];
+    for body in odd {
+        let (status, err) = create(&proxy, None, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{err}"
+        );
+    }
+    let garbage = http()
+        .post(proxy.url("/v1/responses"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    assert_eq!(up.request_count(), 0);
+}
