@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::provider::Answer;
 use crate::runtime::State;
 use crate::store::{Order, Page, ResponseStore, StoreError, StoredResponse};
-use crate::wire::chat::Endpoint;
+use crate::wire::chat::{json_object, Endpoint};
 use crate::wire::responses::stream::OnComplete;
 use crate::wire::responses::{self, Meta, ResponseEvents};
 use crate::wire::usage;
@@ -36,21 +36,7 @@ pub async fn create(
     let principal = generation.auth.check(req.headers())?;
     let owner = principal.map_or("", |p| p.name).to_owned();
     let bytes = read_body(req, generation.config.server.max_body_bytes).await?;
-    let request = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(request)) => request,
-        Ok(_) => {
-            return Err(ApiError::invalid(
-                "request body must be a JSON object",
-                None,
-            ))
-        }
-        Err(e) => {
-            return Err(ApiError::invalid(
-                format!("request body is not valid JSON: {e}"),
-                None,
-            ))
-        }
-    };
+    let request = json_object(&bytes)?;
     let history = match request.get("previous_response_id") {
         None | Some(Value::Null) => vec![],
         Some(Value::String(id)) => {

@@ -28,14 +28,7 @@ impl Endpoint {
 /// Checks only what routing and the proxy rely on; every other field is the
 /// provider's business and is forwarded untouched.
 pub fn parse_request(bytes: &[u8], endpoint: Endpoint) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
-    let Value::Object(body) = value else {
-        return Err(ApiError::invalid(
-            "request body must be a JSON object",
-            None,
-        ));
-    };
+    let body = json_object(bytes)?;
     match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => {}
         None => {
@@ -93,6 +86,19 @@ pub fn parse_request(bytes: &[u8], endpoint: Endpoint) -> Result<Map<String, Val
         ));
     }
     Ok(body)
+}
+
+/// A request body that must be a JSON object, in any dialect.
+pub fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    match value {
+        Value::Object(body) => Ok(body),
+        _ => Err(ApiError::invalid(
+            "request body must be a JSON object",
+            None,
+        )),
+    }
 }
 
 fn check_messages(messages: Option<&Value>) -> Result<(), ApiError> {
