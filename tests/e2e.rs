@@ -1,7 +1,9 @@
 //! End-to-end checks with real third-party tools against the real binary:
-//! the official OpenAI Python SDK (`tests/e2e/run.sh`), the OpenAI Agents SDK
-//! (`tests/e2e/agents_e2e.py`) and a real Prometheus that scrapes the proxy
-//! and evaluates every dashboard query (`tests/e2e/prometheus_check.sh`).
+//! the official OpenAI Python SDK (`tests/e2e/run.sh`), the Responses API
+//! through that SDK and the OpenAI Agents SDK against a scripted Chat
+//! Completions upstream, with two client keys and a store that outlives a
+//! restart (`tests/e2e/responses_e2e.py`), and a real Prometheus that scrapes
+//! the proxy and evaluates every dashboard query (`tests/e2e/prometheus_check.sh`).
 //!
 //! They need `pip install openai openai-agents` (or `HERMES_E2E_PYTHON`
 //! naming a Python that has them) and Debian's `prometheus` package;
@@ -71,14 +73,18 @@ fn the_official_openai_python_sdk_works_against_the_proxy() {
     run_script("run.sh", &[("PYTHON", python)]);
 }
 
+/// The Responses API with the official SDK and the Agents SDK: an Agent with a
+/// function tool, a `function_call` -> `function_call_output` round trip,
+/// `previous_response_id` across a proxy restart, and a stored response that
+/// another client key can neither read nor continue.
 #[test]
-fn the_openai_agents_sdk_runs_an_agent_with_a_tool_through_the_proxy() {
+fn the_responses_api_keeps_tool_turns_and_conversations_across_restarts_per_key() {
     let python = python();
     let has_sdk = succeeds(Command::new(&python).args(["-c", "import agents, openai"]));
     if require(has_sdk, &format!("the OpenAI Agents SDK (for {python})")).is_err() {
         return;
     }
-    run_with(&python, "agents_e2e.py", &[]);
+    run_with(&python, "responses_e2e.py", &[]);
 }
 
 #[test]
