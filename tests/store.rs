@@ -33,11 +33,12 @@ fn response(id: &str, owner: &str, created_at: u64) -> StoredResponse {
         id: id.into(),
         owner: owner.into(),
         created_at,
-        input: vec![
-            json!({"id": format!("{id}_in1"), "type": "message", "role": "user", "content": "hi"}),
-            json!({"id": format!("{id}_in2"), "type": "message", "role": "user", "content": "again"}),
-        ],
-        response: json!({"id": id, "object": "response", "status": "completed"}),
+        input: json!([
+            {"id": format!("{id}_in1"), "type": "message", "role": "user", "content": "hi"},
+            {"id": format!("{id}_in2"), "type": "message", "role": "user", "content": "again"},
+        ])
+        .to_string(),
+        response: json!({"id": id, "object": "response", "status": "completed"}).to_string(),
     }
 }
 
@@ -76,8 +77,29 @@ async fn stored_responses_survive_reopening_the_file() {
     }
     let store = Embedded::open_with_clock(&settings(&dir, 100), now).unwrap();
     let got = store.get("", "resp_1").await.unwrap().unwrap();
-    assert_eq!(got.response["id"], "resp_1");
-    assert_eq!(got.input.len(), 2);
+    assert_eq!(got, response("resp_1", "", 1_000 * DAY));
+}
+
+#[tokio::test]
+async fn a_write_is_seen_by_the_next_read_before_it_is_awaited_and_many_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, now) = clock(1_000 * DAY);
+    let store = Embedded::open_with_clock(&settings(&dir, 1_000), now).unwrap();
+    // Queued, not awaited: the read asked for next still finds it.
+    let written = store.put(response("resp_first", "k", 1_000 * DAY));
+    assert!(store.get("k", "resp_first").await.unwrap().is_some());
+    written.await.unwrap();
+    // Many writes at once all land, and replacing one keeps the count.
+    let writes: Vec<_> = (0..300)
+        .map(|i| store.put(response(&format!("resp_{}", i % 200), "k", 1_000 * DAY)))
+        .collect();
+    for write in writes {
+        write.await.unwrap();
+    }
+    for i in 0..200 {
+        let got = store.get("k", &format!("resp_{i}")).await.unwrap();
+        assert_eq!(got, Some(response(&format!("resp_{i}"), "k", 1_000 * DAY)));
+    }
 }
 
 #[tokio::test]

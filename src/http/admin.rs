@@ -100,7 +100,12 @@ pub fn reload(state: &State, headers: &HeaderMap) -> Result<Response<Body>, ApiE
 }
 
 pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(body::full(serde_json::to_vec(value).unwrap_or_default()));
+    json_text_response(status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A response whose body is JSON already written.
+pub(super) fn json_text_response(status: StatusCode, json: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(body::full(json));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -10,20 +10,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::admin::json_response;
+use super::admin::{json_response, json_text_response};
 use super::edge::Trace;
 use super::proxy::{account, hermes_headers, read_body, send, with_headers, Streamed};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::provider::Answer;
 use crate::runtime::State;
-use crate::store::{Order, Page, ResponseStore, StoreError, StoredResponse};
-use crate::wire::chat::{json_object, Endpoint};
+use crate::store::{Order, Page, StoreError, StoredResponse};
+use crate::wire::chat::Endpoint;
 use crate::wire::responses::stream::OnComplete;
-use crate::wire::responses::{self, Meta, ResponseEvents};
+use crate::wire::responses::{self, stored, Meta, ResponseEvents};
 use crate::wire::usage;
 
 pub async fn create(
@@ -36,26 +36,23 @@ pub async fn create(
     let principal = generation.auth.check(req.headers())?;
     let owner = principal.map_or("", |p| p.name).to_owned();
     let bytes = read_body(req, generation.config.server.max_body_bytes).await?;
-    let request = json_object(&bytes)?;
-    let history = match request.get("previous_response_id") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::String(id)) => {
-            let previous = state
+    let request = responses::Request::parse(&bytes)?;
+    let previous = match request.previous_response_id()? {
+        None => None,
+        Some(id) => Some(
+            state
                 .store
-                .get(&owner, id)
+                .get(&owner, &id)
                 .await
                 .map_err(unavailable)?
-                .ok_or_else(|| ApiError::PreviousResponseNotFound(id.clone()))?;
-            conversation(&previous)
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "`previous_response_id` must be a string",
-                Some("previous_response_id"),
-            ))
-        }
+                .ok_or_else(|| ApiError::PreviousResponseNotFound(id.into_owned()))?,
+        ),
     };
-    let chat = responses::to_chat(&request, &history)?;
+    let history = previous
+        .as_ref()
+        .map(|p| stored::history(&p.input, &p.response))
+        .unwrap_or_default();
+    let chat = request.to_chat(&history)?;
     let sent = send(&generation, principal, Endpoint::Chat, chat, started, trace).await?;
     let headers = hermes_headers(&sent);
     let id = responses::new_id("resp");
@@ -66,20 +63,18 @@ pub async fn create(
         request: &request,
     };
     // What is stored once the answer is whole: the conversation so far.
-    let keep = (request.get("store").and_then(Value::as_bool) != Some(false)).then(|| {
-        let mut input = history;
-        input.extend(input_items(&request));
+    let keep = request.store().then(|| {
         let store = state.store.clone();
-        let (id, owner) = (id.clone(), owner);
-        move |response: Value| {
-            let stored = StoredResponse {
-                id,
-                owner,
-                created_at,
-                input,
-                response,
-            };
-            tokio::spawn(async move { keep_response(&*store, stored).await });
+        let stored = StoredResponse {
+            id: id.clone(),
+            owner,
+            created_at,
+            input: request.stored_input(&history),
+            response: String::new(),
+        };
+        move |response: String| {
+            let written = store.put(StoredResponse { response, ..stored });
+            tokio::spawn(async move { report(written.await) });
         }
     });
     let served = sent.served;
@@ -99,15 +94,16 @@ pub async fn create(
                 )])
             })?;
             usage::completion(&mut completion);
-            let response = responses::from_chat(&completion, &meta);
+            let response = text(&responses::from_chat(&completion, &meta));
+            let resp = json_text_response(StatusCode::OK, response.clone().into_bytes());
             if let Some(keep) = keep {
-                keep(response.clone());
+                keep(response);
             }
-            json_response(StatusCode::OK, &response)
+            resp
         }
         Answer::Stream { first, rest } => {
             let on_complete: OnComplete = match keep {
-                Some(keep) => Box::new(keep),
+                Some(keep) => Box::new(move |response: Value| keep(text(&response))),
                 None => Box::new(|_| {}),
             };
             let stream = Streamed {
@@ -126,11 +122,16 @@ pub async fn create(
     Ok(with_headers(resp, headers))
 }
 
-/// Stores a finished response; a store that fails loses the continuation,
-/// never the answer, and says so once rather than on every request.
-async fn keep_response(store: &dyn ResponseStore, stored: StoredResponse) {
+/// JSON text (serde's writer: `Value`'s `Display` goes through `fmt`, slower).
+fn text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// A store that fails loses the continuation, never the answer, and says
+/// so once rather than on every request.
+fn report(written: Result<(), StoreError>) {
     static SAID: AtomicBool = AtomicBool::new(false);
-    if let Err(e) = store.put(stored).await {
+    if let Err(e) = written {
         if !SAID.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "cannot store responses, so previous_response_id cannot continue them: {e}"
@@ -159,7 +160,8 @@ pub async fn stored(
     let answer = match (method, items) {
         (&http::Method::GET, false) => {
             let stored = store.get(owner, id).await.map_err(unavailable)?;
-            stored.ok_or_else(not_found)?.response
+            let text = stored.ok_or_else(not_found)?.response;
+            return Ok(json_text_response(StatusCode::OK, text.into_bytes()));
         }
         (&http::Method::DELETE, false) => {
             if !store.delete(owner, id).await.map_err(unavailable)? {
@@ -193,51 +195,6 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// What a continued conversation is made of: the previous input and output.
-fn conversation(previous: &StoredResponse) -> Vec<Value> {
-    let mut items = previous.input.clone();
-    items.extend(
-        previous.response["output"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .cloned(),
-    );
-    items
-}
-
-/// This request's `input` as stored items, each with an id (the list
-/// endpoint pages by item id).
-fn input_items(request: &Map<String, Value>) -> Vec<Value> {
-    let items = match request.get("input") {
-        Some(Value::String(text)) => vec![json!({"type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": text}]})],
-        Some(Value::Array(items)) => items.clone(),
-        _ => vec![],
-    };
-    items
-        .into_iter()
-        .map(|mut item| {
-            // `to_chat` has accepted every item, so each is an object.
-            if let Some(fields) = item.as_object_mut() {
-                if fields.get("id").is_none_or(Value::is_null) {
-                    let prefix = match fields.get("type").and_then(Value::as_str) {
-                        Some("function_call") => "fc",
-                        Some("function_call_output") => "fco",
-                        Some("reasoning") => "rs",
-                        _ => "msg",
-                    };
-                    fields.insert("id".into(), responses::new_id(prefix).into());
-                }
-                if !fields.contains_key("type") && fields.contains_key("role") {
-                    fields.insert("type".into(), "message".into());
-                }
-            }
-            item
-        })
-        .collect()
 }
 
 /// `?after=&limit=&order=` of a list endpoint.

@@ -1,19 +1,24 @@
 //! The embedded store: one SQLite file (bundled SQLite, WAL journal), so a
 //! single replica needs no server and keeps its responses across restarts.
-//! SQLite calls block, so they run on tokio's blocking threads; one
-//! connection behind a mutex is enough for the writes a proxy makes.
 //!
-//! `max_responses` and `ttl` are enforced on every write (expired and
+//! One thread owns the connection and runs every read and write in the
+//! order they were asked for; whatever is queued when it wakes runs in one
+//! transaction (a group commit), so under load many responses share one
+//! commit and no async thread ever waits on SQLite. A write is queued when
+//! `put` is called, so a read asked for afterwards sees it.
+//!
+//! `max_responses` and `ttl` are enforced after every batch (expired and
 //! surplus rows go, oldest first), and reads never return an expired row.
-//! The row count is kept beside the connection, so a write costs index
-//! look-ups, not a scan of every stored response.
+//! The thread keeps the row count, so trimming costs index look-ups, not a
+//! scan of every stored response.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
 
 use super::{ResponseStore, StoreError, StoredResponse};
 use crate::config;
@@ -22,16 +27,25 @@ use crate::config;
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 pub struct Embedded {
-    db: Arc<Mutex<Db>>,
-    max_responses: u32,
-    ttl: Duration,
-    clock: Clock,
+    jobs: mpsc::Sender<Job>,
 }
 
-/// The connection and how many rows the table holds.
+/// One read or write, run by the store's thread inside a batch; what it
+/// returns answers its caller once the batch is committed (or not).
+type Job = Box<dyn FnOnce(&mut Db) -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// At most this many jobs share a transaction, so a flood of writes still
+/// lets the reads queued behind it through.
+const BATCH: usize = 64;
+
+/// The connection, owned by the store's thread, and what it enforces.
 struct Db {
     conn: Connection,
     rows: u64,
+    max_responses: u64,
+    ttl: Duration,
+    clock: Clock,
 }
 
 const SCHEMA: &str = "
@@ -76,18 +90,79 @@ impl Embedded {
             .and_then(|()| conn.busy_timeout(Duration::from_secs(5)))
             .and_then(|()| conn.execute_batch(SCHEMA))
             .map_err(|e| failed(e.to_string()))?;
-        let rows: i64 = conn
-            .query_row("SELECT count(*) FROM responses", [], |row| row.get(0))
-            .map_err(|e| failed(e.to_string()))?;
-        Ok(Embedded {
-            db: Arc::new(Mutex::new(Db {
-                conn,
-                rows: rows.max(0) as u64,
-            })),
-            max_responses: settings.max_responses,
+        let mut db = Db {
+            conn,
+            rows: 0,
+            max_responses: u64::from(settings.max_responses),
             ttl: settings.ttl,
             clock,
+        };
+        db.count().map_err(|e| failed(e.to_string()))?;
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("hermes-store".into())
+            .spawn(move || serve(db, queue))
+            .map_err(|e| failed(format!("cannot start its thread: {e}")))?;
+        Ok(Embedded { jobs })
+    }
+
+    /// Queues `work` for the store's thread now; the future is its outcome.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Db) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let (tell, told) = oneshot::channel();
+        let job: Job = Box::new(move |db| {
+            let result = work(db).map_err(|e| e.to_string());
+            Box::new(move |committed: Result<(), String>| {
+                let _ = tell.send(result.and_then(|value| committed.map(|()| value)));
+            })
+        });
+        let queued = self.jobs.send(job).is_ok();
+        Box::pin(async move {
+            let stopped = || StoreError::Failed("the store's thread has stopped".into());
+            if !queued {
+                return Err(stopped());
+            }
+            told.await
+                .map_err(|_| stopped())?
+                .map_err(StoreError::Failed)
         })
+    }
+}
+
+/// The store's thread: batches of queued jobs, one transaction each, until
+/// the store is dropped.
+fn serve(mut db: Db, queue: mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let batch: Vec<Job> = std::iter::once(first)
+            .chain(queue.try_iter().take(BATCH - 1))
+            .collect();
+        let began = db.conn.execute_batch("BEGIN").is_ok();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut db)).collect();
+        let mut outcome = db.trim();
+        if began {
+            outcome = outcome.and_then(|()| db.conn.execute_batch("COMMIT"));
+            if outcome.is_err() {
+                // What the batch counted did not happen.
+                let _ = db.conn.execute_batch("ROLLBACK");
+                let _ = db.count();
+            }
+        }
+        let outcome = outcome.map_err(|e| e.to_string());
+        for reply in replies {
+            reply(outcome.clone());
+        }
+    }
+}
+
+impl Db {
+    fn count(&mut self) -> rusqlite::Result<()> {
+        let rows: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM responses", [], |row| row.get(0))?;
+        self.rows = rows.max(0) as u64;
+        Ok(())
     }
 
     /// The oldest `created_at` that has not expired.
@@ -96,64 +171,47 @@ impl Embedded {
         now.saturating_sub(self.ttl.as_secs()) as i64
     }
 
-    /// Runs `work` on a blocking thread with the connection.
-    fn blocking<'a, T: Send + 'static>(
-        &'a self,
-        work: impl FnOnce(&mut Db) -> rusqlite::Result<T> + Send + 'static,
-    ) -> BoxFuture<'a, Result<T, StoreError>> {
-        let db = self.db.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-                work(&mut db)
-            })
-            .await
-            .map_err(|e| StoreError::Failed(e.to_string()))?
-            .map_err(|e| StoreError::Failed(e.to_string()))
-        })
+    /// Drops what has expired, then the oldest beyond `max_responses`.
+    fn trim(&mut self) -> rusqlite::Result<()> {
+        let expired = self
+            .conn
+            .prepare_cached("DELETE FROM responses WHERE created_at < ?1")?
+            .execute(params![self.oldest_alive()])?;
+        self.rows = self.rows.saturating_sub(expired as u64);
+        if self.rows > self.max_responses {
+            let dropped = self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM responses WHERE rowid IN (
+                         SELECT rowid FROM responses ORDER BY created_at, rowid LIMIT ?1)",
+                )?
+                .execute(params![(self.rows - self.max_responses) as i64])?;
+            self.rows = self.rows.saturating_sub(dropped as u64);
+        }
+        Ok(())
     }
 }
 
 impl ResponseStore for Embedded {
-    fn put(&self, r: StoredResponse) -> BoxFuture<'_, Result<(), StoreError>> {
-        let (oldest, keep) = (self.oldest_alive(), u64::from(self.max_responses));
-        self.blocking(move |db| {
-            let input = serde_json::Value::Array(r.input).to_string();
-            let tx = db.conn.transaction()?;
-            let replaced = tx
-                .query_row(
-                    "SELECT 1 FROM responses WHERE id = ?1",
-                    params![r.id],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            tx.execute(
-                "INSERT OR REPLACE INTO responses (id, owner, created_at, input, response)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
+    fn put(&self, r: StoredResponse) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.run(move |db| {
+            let replaced = db
+                .conn
+                .prepare_cached("SELECT 1 FROM responses WHERE id = ?1")?
+                .exists(params![r.id])?;
+            db.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO responses (id, owner, created_at, input, response)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
                     r.id,
                     r.owner,
                     r.created_at as i64,
-                    input,
-                    r.response.to_string()
-                ],
-            )?;
-            let mut rows = db.rows + u64::from(!replaced);
-            rows -= tx.execute(
-                "DELETE FROM responses WHERE created_at < ?1",
-                params![oldest],
-            )? as u64;
-            if rows > keep {
-                let dropped = tx.execute(
-                    "DELETE FROM responses WHERE rowid IN (
-                         SELECT rowid FROM responses ORDER BY created_at, rowid LIMIT ?1)",
-                    params![(rows - keep) as i64],
-                )?;
-                rows = rows.saturating_sub(dropped as u64);
-            }
-            tx.commit()?;
-            db.rows = rows;
+                    r.input,
+                    r.response
+                ])?;
+            db.rows += u64::from(!replaced);
             Ok(())
         })
     }
@@ -163,28 +221,25 @@ impl ResponseStore for Embedded {
         owner: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredResponse>, StoreError>> {
-        let (owner, id, oldest) = (owner.to_owned(), id.to_owned(), self.oldest_alive());
-        self.blocking(move |db| {
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        self.run(move |db| {
+            let oldest = db.oldest_alive();
             db.conn
-                .query_row(
+                .prepare_cached(
                     "SELECT created_at, input, response FROM responses
-                 WHERE id = ?1 AND owner = ?2 AND created_at >= ?3",
-                    params![id, owner, oldest],
-                    |row| {
-                        let created_at: i64 = row.get(0)?;
-                        let input: String = row.get(1)?;
-                        let response: String = row.get(2)?;
-                        Ok((created_at, input, response))
-                    },
-                )
+                     WHERE id = ?1 AND owner = ?2 AND created_at >= ?3",
+                )?
+                .query_row(params![id, owner, oldest], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?))
+                })
                 .optional()
                 .map(|found| {
                     found.map(|(created_at, input, response)| StoredResponse {
                         id,
                         owner,
                         created_at: created_at.max(0) as u64,
-                        input: serde_json::from_str(&input).unwrap_or_default(),
-                        response: serde_json::from_str(&response).unwrap_or_default(),
+                        input,
+                        response,
                     })
                 })
         })
@@ -196,11 +251,11 @@ impl ResponseStore for Embedded {
         id: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let (owner, id) = (owner.to_owned(), id.to_owned());
-        self.blocking(move |db| {
-            let deleted = db.conn.execute(
-                "DELETE FROM responses WHERE id = ?1 AND owner = ?2",
-                params![id, owner],
-            )?;
+        self.run(move |db| {
+            let deleted = db
+                .conn
+                .prepare_cached("DELETE FROM responses WHERE id = ?1 AND owner = ?2")?
+                .execute(params![id, owner])?;
             db.rows = db.rows.saturating_sub(deleted as u64);
             Ok(deleted > 0)
         })

@@ -12,6 +12,8 @@ pub mod embedded;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
+use crate::wire::responses;
+
 /// One stored response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredResponse {
@@ -22,10 +24,11 @@ pub struct StoredResponse {
     /// Unix seconds.
     pub created_at: u64,
     /// The full input that produced it (the continued conversation
-    /// included), as Responses input items, each with an `id`.
-    pub input: Vec<Value>,
-    /// The response object as the client got it.
-    pub response: Value,
+    /// included): a JSON array of Responses input items, as the client sent
+    /// them ([`responses::stored::items`] gives each its `id`).
+    pub input: String,
+    /// The response object as the client got it (JSON).
+    pub response: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +40,12 @@ pub enum StoreError {
 }
 
 pub trait ResponseStore: Send + Sync {
-    /// Keeps `response`, replacing one with the same id.
-    fn put(&self, response: StoredResponse) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Keeps `response`, replacing one with the same id. The write is placed
+    /// when `put` is called, not when the future is first polled: a `get`
+    /// called after `put` returned sees the response, so a client that
+    /// continues its answer at once finds it. The future tells whether the
+    /// write lasted.
+    fn put(&self, response: StoredResponse) -> BoxFuture<'static, Result<(), StoreError>>;
 
     /// The response `id` of `owner`, if it is there and not expired.
     fn get<'a>(
@@ -59,7 +66,10 @@ pub trait ResponseStore: Send + Sync {
         id: &'a str,
         page: Page,
     ) -> BoxFuture<'a, Result<Option<Value>, StoreError>> {
-        Box::pin(async move { Ok(self.get(owner, id).await?.map(|r| page.of(&r.input))) })
+        Box::pin(async move {
+            let stored = self.get(owner, id).await?;
+            Ok(stored.map(|r| page.of(&responses::stored::items(&r.id, &r.input))))
+        })
     }
 }
 

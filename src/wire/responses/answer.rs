@@ -3,9 +3,9 @@
 //! clients parse: output items, status, usage under the Responses names, and
 //! the request's settings echoed back.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::new_id;
+use super::{new_id, Request};
 
 /// What the Response says about itself beyond the upstream's answer.
 pub struct Meta<'a> {
@@ -15,7 +15,7 @@ pub struct Meta<'a> {
     pub created_at: u64,
     /// The Responses request as the client sent it: `model` as asked, and the
     /// settings a Response echoes.
-    pub request: &'a Map<String, Value>,
+    pub request: &'a Request<'a>,
 }
 
 /// The Response object for `completion`.
@@ -98,12 +98,7 @@ pub fn usage(chat: &Value) -> Value {
 /// `incomplete_details`): also what a stream's first events carry.
 pub fn envelope(meta: &Meta) -> Value {
     let r = meta.request;
-    let or = |key: &str, default: Value| {
-        r.get(key)
-            .filter(|v| !v.is_null())
-            .cloned()
-            .unwrap_or(default)
-    };
+    let or = |key: &str, default: Value| r.setting(key).unwrap_or(default);
     json!({
         "id": meta.id,
         "object": "response",
@@ -117,7 +112,7 @@ pub fn envelope(meta: &Meta) -> Value {
         "output": [],
         "parallel_tool_calls": or("parallel_tool_calls", true.into()),
         "previous_response_id": or("previous_response_id", Value::Null),
-        "reasoning": {"effort": r.get("reasoning").map_or(Value::Null, |x| x["effort"].clone()), "summary": null},
+        "reasoning": {"effort": r.setting("reasoning").map_or(Value::Null, |x| x["effort"].clone()), "summary": null},
         "store": or("store", true.into()),
         "temperature": or("temperature", 1.0.into()),
         "text": or("text", json!({"format": {"type": "text"}})),
@@ -135,16 +130,12 @@ pub fn envelope(meta: &Meta) -> Value {
 mod tests {
     use super::*;
 
-    fn request() -> Map<String, Value> {
-        json!({"model": "main", "input": "hi", "instructions": "sys", "metadata": {"k": "v"},
-            "tools": [{"type": "function", "name": "f"}], "temperature": 0.2})
-        .as_object()
-        .unwrap()
-        .clone()
-    }
-
     fn respond(completion: Value) -> Value {
-        let request = request();
+        let body =
+            json!({"model": "main", "input": "hi", "instructions": "sys", "metadata": {"k": "v"},
+            "tools": [{"type": "function", "name": "f"}], "temperature": 0.2})
+            .to_string();
+        let request = Request::parse(body.as_bytes()).unwrap();
         from_chat(
             &completion,
             &Meta {

@@ -5,13 +5,15 @@
 //! - [`request`]: a Responses request -> the chat request
 //! - [`answer`]: a chat completion -> the Response object
 //! - [`stream`]: a chat stream -> the Responses events
+//! - [`stored`]: a stored response read back as a conversation and as items
 
 pub mod answer;
 pub mod request;
+pub mod stored;
 pub mod stream;
 
 pub use answer::{envelope, from_chat, Meta};
-pub use request::to_chat;
+pub use request::Request;
 pub use stream::ResponseEvents;
 
 /// A fresh id with OpenAI's prefix for its kind (`resp`, `msg`, `fc`, `rs`).

@@ -6,131 +6,409 @@
 //! ignored, never forwarded. What cannot be translated (a hosted tool such
 //! as `web_search`, an item type we do not know) is a 400 naming it, never
 //! a silent drop.
+//!
+//! The body is not built into a JSON tree: [`Request`] keeps each field as
+//! its own text (`RawValue`) and each is read where it is used, so the input
+//! items go straight into chat messages and the store keeps the input's text
+//! as the client sent it. That keeps a Responses request near the cost of a
+//! chat request, whose body the proxy parses once.
 
+use std::borrow::Cow;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 
-/// The chat request for a Responses request. `history` is the conversation
-/// a `previous_response_id` continues (its input and output items), put
-/// before this request's own input.
-pub fn to_chat(
-    body: &Map<String, Value>,
-    history: &[Value],
-) -> Result<Map<String, Value>, ApiError> {
-    let mut chat = Map::new();
-    match body.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => {
-            chat.insert("model".into(), m.as_str().into());
+/// A Responses request, each field still the body's text. `null` reads as
+/// absent, as it does for OpenAI.
+#[derive(Deserialize, Default)]
+pub struct Request<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow)]
+    instructions: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(borrow)]
+    parallel_tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_p: Option<&'a RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    store: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    previous_response_id: Option<&'a RawValue>,
+}
+
+/// One input item's fields; which ones count depends on its `type`. Read
+/// in one pass over the item, strings borrowed from the body where they
+/// have no escapes.
+#[derive(Deserialize)]
+struct Item<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    role: Option<Str<'a>>,
+    #[serde(borrow)]
+    content: Option<Content<'a>>,
+    #[serde(borrow)]
+    call_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    arguments: Option<Str<'a>>,
+    #[serde(borrow)]
+    output: Option<&'a RawValue>,
+}
+
+/// A string field. (serde borrows a `Cow` only as a field of its own, not
+/// inside an `Option`, hence the newtype.)
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A message's `content`: a string or content parts.
+enum Content<'a> {
+    Text(Cow<'a, str>),
+    Parts(Vec<Part<'a>>),
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    text: Option<Str<'a>>,
+    #[serde(borrow)]
+    image_url: Option<Str<'a>>,
+    #[serde(borrow)]
+    detail: Option<&'a RawValue>,
+}
+
+/// A tool, as the client declared it.
+#[derive(Deserialize)]
+struct Tool<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow)]
+    parameters: Option<&'a RawValue>,
+    #[serde(borrow)]
+    strict: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Content<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Content<'a>, E> {
+                Ok(Content::Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Content<'a>, E> {
+                Ok(Content::Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Content<'a>, E> {
+                Ok(Content::Text(Cow::Owned(text)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Content<'a>, A::Error> {
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(Content::Parts(parts))
+            }
         }
-        _ => {
-            return Err(invalid(
-                "you must provide a `model` (a non-empty string)",
-                "model",
-            ))
-        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+impl<'a> Request<'a> {
+    /// Reads a body; only its shape is checked here, each field where it is used.
+    pub fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            let message = match e.classify() {
+                serde_json::error::Category::Data if !e.to_string().contains("duplicate") => {
+                    "request body must be a JSON object".to_owned()
+                }
+                serde_json::error::Category::Data => format!("request body: {e}"),
+                _ => format!("request body is not valid JSON: {e}"),
+            };
+            ApiError::invalid(message, None)
+        })
     }
 
-    let mut messages = vec![];
-    match body.get("instructions") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(text)) => messages.push(json!({"role": "system", "content": text})),
-        Some(_) => return Err(invalid("`instructions` must be a string", "instructions")),
+    /// `model`, as the client asked for it.
+    pub fn model(&self) -> Result<Cow<'a, str>, ApiError> {
+        self.model
+            .and_then(string)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| invalid("you must provide a `model` (a non-empty string)", "model"))
     }
-    let text_input;
-    let input: &[Value] = match body.get("input") {
-        Some(Value::String(text)) => {
-            text_input = [json!({"role": "user", "content": text})];
-            &text_input
-        }
-        Some(Value::Array(items)) => items,
-        None | Some(Value::Null) if !history.is_empty() => &[],
-        _ => {
-            return Err(invalid(
-                "you must provide `input` (a string or an array of input items)",
-                "input",
-            ))
-        }
-    };
-    for item in history {
-        add_item(&mut messages, item).map_err(|why| {
-            invalid(
-                &format!("the stored conversation: {why}"),
-                "previous_response_id",
-            )
-        })?;
-    }
-    for (i, item) in input.iter().enumerate() {
-        add_item(&mut messages, item)
-            .map_err(|why| invalid(&format!("`input[{i}]`: {why}"), "input"))?;
-    }
-    if messages.is_empty() {
-        return Err(invalid("`input` must not be empty", "input"));
-    }
-    chat.insert("messages".into(), Value::Array(messages));
 
-    if let Some(tools) = body.get("tools").filter(|t| !t.is_null()) {
-        chat.insert("tools".into(), Value::Array(tools_to_chat(tools)?));
+    /// The stored response this one continues.
+    pub fn previous_response_id(&self) -> Result<Option<Cow<'a, str>>, ApiError> {
+        self.previous_response_id
+            .map(|raw| {
+                string(raw).ok_or_else(|| {
+                    invalid(
+                        "`previous_response_id` must be a string",
+                        "previous_response_id",
+                    )
+                })
+            })
+            .transpose()
     }
-    if let Some(choice) = body.get("tool_choice").filter(|c| !c.is_null()) {
-        chat.insert("tool_choice".into(), tool_choice_to_chat(choice)?);
+
+    /// Whether the response is to be stored (OpenAI's default: yes).
+    pub fn store(&self) -> bool {
+        self.store.is_none_or(|raw| raw.get() != "false")
     }
-    for (from, to) in [
-        ("parallel_tool_calls", "parallel_tool_calls"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("user", "user"),
-        ("max_output_tokens", "max_tokens"),
-    ] {
-        if let Some(v) = body.get(from).filter(|v| !v.is_null()) {
-            chat.insert(to.into(), v.clone());
+
+    /// A setting the Response object echoes, as the client sent it.
+    pub fn setting(&self, key: &str) -> Option<Value> {
+        let raw = match key {
+            "model" => self.model,
+            "instructions" => self.instructions,
+            "tools" => self.tools,
+            "tool_choice" => self.tool_choice,
+            "parallel_tool_calls" => self.parallel_tool_calls,
+            "max_output_tokens" => self.max_output_tokens,
+            "temperature" => self.temperature,
+            "top_p" => self.top_p,
+            "text" => self.text,
+            "reasoning" => self.reasoning,
+            "metadata" => self.metadata,
+            "user" => self.user,
+            "store" => self.store,
+            "previous_response_id" => self.previous_response_id,
+            _ => None,
+        }?;
+        read(raw)
+    }
+
+    /// This request's input as the JSON array the store keeps, after
+    /// `history` (the conversation it continues): the client's items as it
+    /// sent them, a string input as the message it stands for.
+    pub fn stored_input(&self, history: &[&RawValue]) -> String {
+        let mut items: Vec<Cow<str>> = history
+            .iter()
+            .map(|item| Cow::Borrowed(item.get()))
+            .collect();
+        match self.input.map(|raw| (raw, string(raw))) {
+            Some((_, Some(text))) => items.push(Cow::Owned(
+                json!({"type": "message", "role": "user",
+                    "content": [{"type": "input_text", "text": text}]})
+                .to_string(),
+            )),
+            Some((raw, None)) => {
+                let inner = raw
+                    .get()
+                    .strip_prefix('[')
+                    .and_then(|s| s.strip_suffix(']'));
+                if let Some(inner) = inner.map(str::trim).filter(|s| !s.is_empty()) {
+                    items.push(Cow::Borrowed(inner));
+                }
+            }
+            None => {}
         }
+        format!("[{}]", items.join(","))
     }
-    if let Some(format) = body.get("text").and_then(|t| t.get("format")) {
-        if let Some(response_format) = format_to_chat(format)? {
-            chat.insert("response_format".into(), response_format);
+
+    /// The chat request for this request. `history` is the conversation a
+    /// `previous_response_id` continues (its input and output items), put
+    /// before this request's own input.
+    pub fn to_chat(&self, history: &[&RawValue]) -> Result<Map<String, Value>, ApiError> {
+        let mut chat = Map::new();
+        chat.insert("model".into(), Value::String(self.model()?.into_owned()));
+
+        let mut messages = vec![];
+        if let Some(raw) = self.instructions {
+            let text = string(raw)
+                .ok_or_else(|| invalid("`instructions` must be a string", "instructions"))?;
+            messages.push(json!({"role": "system", "content": text}));
         }
-    }
-    if let Some(effort) = body
-        .get("reasoning")
-        .and_then(|r| r.get("effort"))
-        .filter(|e| !e.is_null())
-    {
-        chat.insert("reasoning_effort".into(), effort.clone());
-    }
-    match body.get("stream") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            chat.insert("stream".into(), true.into());
-            chat.insert("stream_options".into(), json!({"include_usage": true}));
+        for item in history {
+            parse::<Item>(item)
+                .ok_or_else(|| "an input item must be an object".to_owned())
+                .and_then(|item| add_item(&mut messages, &item))
+                .map_err(|why| {
+                    invalid(
+                        &format!("the stored conversation: {why}"),
+                        "previous_response_id",
+                    )
+                })?;
         }
-        Some(_) => return Err(invalid("`stream` must be a boolean", "stream")),
+        match self.input {
+            Some(raw) if raw.get().starts_with('"') => {
+                let text = string(raw).unwrap_or_default();
+                messages.push(json!({"role": "user", "content": text}));
+            }
+            Some(raw) if raw.get().starts_with('[') => {
+                let items: Vec<Item> =
+                    serde_json::from_str(raw.get()).map_err(|_| unreadable_item(raw))?;
+                for (i, item) in items.iter().enumerate() {
+                    add_item(&mut messages, item)
+                        .map_err(|why| invalid(&format!("`input[{i}]`: {why}"), "input"))?;
+                }
+            }
+            None if !history.is_empty() => {}
+            _ => {
+                return Err(invalid(
+                    "you must provide `input` (a string or an array of input items)",
+                    "input",
+                ))
+            }
+        }
+        if messages.is_empty() {
+            return Err(invalid("`input` must not be empty", "input"));
+        }
+        chat.insert("messages".into(), Value::Array(messages));
+
+        if let Some(tools) = self.tools {
+            chat.insert("tools".into(), Value::Array(tools_to_chat(tools)?));
+        }
+        if let Some(choice) = self.tool_choice.and_then(read) {
+            chat.insert("tool_choice".into(), tool_choice_to_chat(&choice)?);
+        }
+        for (raw, to) in [
+            (self.parallel_tool_calls, "parallel_tool_calls"),
+            (self.temperature, "temperature"),
+            (self.top_p, "top_p"),
+            (self.user, "user"),
+            (self.max_output_tokens, "max_tokens"),
+        ] {
+            if let Some(v) = raw.and_then(read) {
+                chat.insert(to.into(), v);
+            }
+        }
+        if let Some(format) = self.setting("text").and_then(|t| t.get("format").cloned()) {
+            if let Some(response_format) = format_to_chat(&format)? {
+                chat.insert("response_format".into(), response_format);
+            }
+        }
+        if let Some(effort) = self
+            .setting("reasoning")
+            .and_then(|r| r.get("effort").cloned())
+            .filter(|e| !e.is_null())
+        {
+            chat.insert("reasoning_effort".into(), effort);
+        }
+        match self.stream.map(RawValue::get) {
+            None | Some("false") => {}
+            Some("true") => {
+                chat.insert("stream".into(), true.into());
+                chat.insert("stream_options".into(), json!({"include_usage": true}));
+            }
+            Some(_) => return Err(invalid("`stream` must be a boolean", "stream")),
+        }
+        Ok(chat)
     }
-    Ok(chat)
 }
 
 fn invalid(message: &str, param: &'static str) -> ApiError {
     ApiError::invalid(message, Some(param))
 }
 
+fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A field as a JSON value (`null` is absent).
+fn read(raw: &RawValue) -> Option<Value> {
+    parse_owned::<Value>(raw).filter(|v| !v.is_null())
+}
+
+fn parse_owned<T: DeserializeOwned>(raw: &RawValue) -> Option<T> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A JSON string, borrowed from the body unless it has escapes.
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+/// The 400 for an input that did not read as items: which item, and why.
+fn unreadable_item(input: &RawValue) -> ApiError {
+    let Some(items) = parse::<Vec<&RawValue>>(input) else {
+        return invalid(
+            "`input` must be a string or an array of input items",
+            "input",
+        );
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        if let Err(e) = serde_json::from_str::<Item>(item.get()) {
+            let why = if item.get().starts_with('{') {
+                e.to_string()
+            } else {
+                "an input item must be an object".to_owned()
+            };
+            return invalid(&format!("`input[{i}]`: {why}"), "input");
+        }
+    }
+    invalid("`input` could not be read", "input")
+}
+
+fn text_field<'a, 'b>(field: &'b Option<Str<'a>>, key: &str) -> Result<&'b str, String> {
+    field
+        .as_ref()
+        .map(|s| s.0.as_ref())
+        .ok_or_else(|| format!("`{key}` must be a string"))
+}
+
 /// Appends one input item as chat messages. Consecutive `function_call`
 /// items are one assistant turn with several tool calls, as chat has it.
-fn add_item(messages: &mut Vec<Value>, item: &Value) -> Result<(), String> {
-    let kind = match item.get("type") {
-        Some(Value::String(kind)) => kind.as_str(),
+fn add_item(messages: &mut Vec<Value>, item: &Item) -> Result<(), String> {
+    let kind = match &item.kind {
+        Some(kind) => kind.0.as_ref(),
         // A bare `{"role", "content"}` is a message.
-        None if item.get("role").is_some() => "message",
-        _ => return Err("an input item needs a `type`".into()),
+        None if item.role.is_some() => "message",
+        None => return Err("an input item needs a `type`".into()),
     };
     match kind {
         "message" => messages.push(message_to_chat(item)?),
         "function_call" => {
             let call = json!({
-                "id": text_field(item, "call_id")?,
+                "id": text_field(&item.call_id, "call_id")?,
                 "type": "function",
                 "function": {
-                    "name": text_field(item, "name")?,
-                    "arguments": item.get("arguments").and_then(Value::as_str).unwrap_or("{}"),
+                    "name": text_field(&item.name, "name")?,
+                    "arguments": text_field(&item.arguments, "arguments").unwrap_or("{}"),
                 },
             });
             let joins_last = messages.last().is_some_and(|m| {
@@ -147,14 +425,16 @@ fn add_item(messages: &mut Vec<Value>, item: &Value) -> Result<(), String> {
             }
         }
         "function_call_output" => {
-            let output = match item.get("output") {
-                Some(Value::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
+            let output = match item.output {
+                Some(raw) => match string(raw) {
+                    Some(text) => text.into_owned(),
+                    None => read(raw).unwrap_or_default().to_string(),
+                },
                 None => return Err("a `function_call_output` needs an `output`".into()),
             };
             messages.push(json!({
                 "role": "tool",
-                "tool_call_id": text_field(item, "call_id")?,
+                "tool_call_id": text_field(&item.call_id, "call_id")?,
                 "content": output,
             }));
         }
@@ -165,22 +445,17 @@ fn add_item(messages: &mut Vec<Value>, item: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn text_field<'a>(item: &'a Value, key: &str) -> Result<&'a str, String> {
-    item.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("`{key}` must be a string"))
-}
-
-fn message_to_chat(item: &Value) -> Result<Value, String> {
-    let role = match text_field(item, "role")? {
+fn message_to_chat(item: &Item) -> Result<Value, String> {
+    let role = match text_field(&item.role, "role")? {
         // Chat upstreams other than OpenAI's newest know no `developer`.
         "developer" | "system" => "system",
-        role @ ("user" | "assistant") => role,
+        "user" => "user",
+        "assistant" => "assistant",
         other => return Err(format!("unknown role `{other}`")),
     };
-    let content = match item.get("content") {
-        Some(Value::String(text)) => Value::String(text.clone()),
-        Some(Value::Array(parts)) => {
+    let content = match &item.content {
+        Some(Content::Text(text)) => Value::String(text.as_ref().to_owned()),
+        Some(Content::Parts(parts)) => {
             let parts = parts
                 .iter()
                 .map(part_to_chat)
@@ -193,24 +468,23 @@ fn message_to_chat(item: &Value) -> Result<Value, String> {
                 Value::Array(parts)
             }
         }
-        _ => return Err("`content` must be a string or an array of content parts".into()),
+        None => return Err("`content` must be a string or an array of content parts".into()),
     };
     Ok(json!({"role": role, "content": content}))
 }
 
-fn part_to_chat(part: &Value) -> Result<Value, String> {
-    match part.get("type").and_then(Value::as_str) {
+fn part_to_chat(part: &Part) -> Result<Value, String> {
+    match part.kind.as_ref().map(|k| k.0.as_ref()) {
         Some("input_text" | "output_text" | "text") => {
-            Ok(json!({"type": "text", "text": text_field(part, "text")?}))
+            Ok(json!({"type": "text", "text": text_field(&part.text, "text")?}))
         }
         Some("input_image") => {
-            let url = part
-                .get("image_url")
-                .and_then(Value::as_str)
-                .ok_or("an `input_image` needs an `image_url` (file ids are not supported)")?;
+            let url = text_field(&part.image_url, "image_url").map_err(|_| {
+                "an `input_image` needs an `image_url` (file ids are not supported)"
+            })?;
             let mut image = json!({"url": url});
-            if let Some(detail) = part.get("detail").filter(|d| !d.is_null()) {
-                image["detail"] = detail.clone();
+            if let Some(detail) = part.detail.and_then(read) {
+                image["detail"] = detail;
             }
             Ok(json!({"type": "image_url", "image_url": image}))
         }
@@ -220,37 +494,44 @@ fn part_to_chat(part: &Value) -> Result<Value, String> {
 }
 
 /// Responses' flat function tools -> chat's nested ones.
-fn tools_to_chat(tools: &Value) -> Result<Vec<Value>, ApiError> {
-    let Value::Array(tools) = tools else {
-        return Err(invalid("`tools` must be an array", "tools"));
-    };
+fn tools_to_chat(tools: &RawValue) -> Result<Vec<Value>, ApiError> {
+    let tools: Vec<&RawValue> =
+        parse(tools).ok_or_else(|| invalid("`tools` must be an array", "tools"))?;
     tools
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, tool)| match tool.get("type").and_then(Value::as_str) {
-            Some("function") => {
-                let name = tool.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    invalid(&format!("`tools[{i}].name` must be a string"), "tools")
-                })?;
-                let mut function = json!({"name": name});
-                for key in ["description", "parameters", "strict"] {
-                    if let Some(v) = tool.get(key).filter(|v| !v.is_null()) {
-                        function[key] = v.clone();
+        .map(|(i, tool)| {
+            let tool: Tool = parse(tool)
+                .ok_or_else(|| invalid(&format!("`tools[{i}]` must be an object"), "tools"))?;
+            match tool.kind.and_then(string).as_deref() {
+                Some("function") => {
+                    let name = tool.name.and_then(string).ok_or_else(|| {
+                        invalid(&format!("`tools[{i}].name` must be a string"), "tools")
+                    })?;
+                    let mut function = json!({"name": name});
+                    for (key, raw) in [
+                        ("description", tool.description),
+                        ("parameters", tool.parameters),
+                        ("strict", tool.strict),
+                    ] {
+                        if let Some(v) = raw.and_then(read) {
+                            function[key] = v;
+                        }
                     }
+                    Ok(json!({"type": "function", "function": function}))
                 }
-                Ok(json!({"type": "function", "function": function}))
+                Some(hosted) => Err(invalid(
+                    &format!(
+                        "`tools[{i}]`: tools of type `{hosted}` are not supported by this proxy; \
+                         only `function` tools are"
+                    ),
+                    "tools",
+                )),
+                None => Err(invalid(
+                    &format!("`tools[{i}].type` must be a string"),
+                    "tools",
+                )),
             }
-            Some(hosted) => Err(invalid(
-                &format!(
-                    "`tools[{i}]`: tools of type `{hosted}` are not supported by this proxy; \
-                     only `function` tools are"
-                ),
-                "tools",
-            )),
-            None => Err(invalid(
-                &format!("`tools[{i}].type` must be a string"),
-                "tools",
-            )),
         })
         .collect()
 }
@@ -299,12 +580,17 @@ fn format_to_chat(format: &Value) -> Result<Option<Value>, ApiError> {
 mod tests {
     use super::*;
 
+    fn to_chat(body: &Value, history: &[&RawValue]) -> Result<Map<String, Value>, ApiError> {
+        let bytes = body.to_string();
+        Request::parse(bytes.as_bytes())?.to_chat(history)
+    }
+
     fn chat(body: Value) -> Map<String, Value> {
-        to_chat(body.as_object().unwrap(), &[]).unwrap()
+        to_chat(&body, &[]).unwrap()
     }
 
     fn error(body: Value) -> (String, Value) {
-        let err = to_chat(body.as_object().unwrap(), &[]).unwrap_err();
+        let err = to_chat(&body, &[]).unwrap_err();
         let json = err.to_json();
         (err.to_string(), json["error"]["param"].clone())
     }
@@ -410,9 +696,11 @@ mod tests {
         let history = [
             json!({"type": "message", "role": "user", "content": "first"}),
             json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "reply"}]}),
-        ];
+        ]
+        .map(|item| serde_json::value::to_raw_value(&item).unwrap());
+        let history: Vec<&RawValue> = history.iter().map(|item| &**item).collect();
         let body = json!({"model": "m", "input": "second", "instructions": "sys"});
-        let c = to_chat(body.as_object().unwrap(), &history).unwrap();
+        let c = to_chat(&body, &history).unwrap();
         let roles: Vec<&str> = c["messages"]
             .as_array()
             .unwrap()
@@ -423,7 +711,7 @@ mod tests {
         assert_eq!(c["messages"][3]["content"], "second");
         // With history, the new input may be left out.
         let only_history = json!({"model": "m"});
-        assert!(to_chat(only_history.as_object().unwrap(), &history).is_ok());
+        assert!(to_chat(&only_history, &history).is_ok());
     }
 
     #[test]
