@@ -3,8 +3,8 @@
 //! outcome words, never a raw client model string or a key.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets that resolve a microsecond-scale proxy hop and a minutes-long generation alike.
@@ -33,6 +33,9 @@ pub struct Metrics {
     pub inflight: IntGauge,
     pub config_reloads: IntCounterVec,
     pub agent_tool_calls: IntCounterVec,
+    /// Beyond SPEC's table: issue 11 asks that a stored response the store
+    /// failed to keep be counted, since the client got its answer anyway.
+    pub store_write_failures: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -160,6 +163,16 @@ impl Metrics {
                 "Agent tool calls by tool and outcome",
                 &["tool", "outcome"],
             ),
+            store_write_failures: {
+                let c = IntCounter::new(
+                    "hermes_store_write_failures_total",
+                    "Responses answered but not kept by the store (previous_response_id cannot continue them)",
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(c.clone()))
+                    .expect("metric registered once");
+                c
+            },
             registry: r,
         }
     }

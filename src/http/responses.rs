@@ -64,7 +64,7 @@ pub async fn create(
     };
     // What is stored once the answer is whole: the conversation so far.
     let keep = request.store().then(|| {
-        let store = state.store.clone();
+        let state = state.clone();
         let stored = StoredResponse {
             id: id.clone(),
             owner,
@@ -73,8 +73,8 @@ pub async fn create(
             response: String::new(),
         };
         move |response: String| {
-            let written = store.put(StoredResponse { response, ..stored });
-            tokio::spawn(async move { report(written.await) });
+            let written = state.store.put(StoredResponse { response, ..stored });
+            tokio::spawn(async move { report(&state, written.await) });
         }
     });
     let served = sent.served;
@@ -127,11 +127,12 @@ fn text(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// A store that fails loses the continuation, never the answer, and says
-/// so once rather than on every request.
-fn report(written: Result<(), StoreError>) {
+/// A store that fails loses the continuation, never the answer; it is
+/// counted, and said once rather than on every request.
+fn report(state: &State, written: Result<(), StoreError>) {
     static SAID: AtomicBool = AtomicBool::new(false);
     if let Err(e) = written {
+        state.handles.metrics.store_write_failures.inc();
         if !SAID.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "cannot store responses, so previous_response_id cannot continue them: {e}"

@@ -218,6 +218,40 @@ async fn store_false_keeps_nothing_and_bad_input_names_the_field() {
     assert_eq!(up.request_count(), 1);
 }
 
+#[tokio::test]
+async fn a_store_that_fails_at_run_time_still_answers_and_counts_the_loss() {
+    let up = MockUpstream::start().await;
+    up.push(Reply::chat("kept in mind"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("responses.db");
+    let extra = format!("[store]\npath = \"{}\"\n", path.display());
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url())], &extra)).await;
+    // Someone breaks the file under the running proxy.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE responses")
+        .unwrap();
+
+    let (status, made) = create(&proxy, None, json!({"model": "main", "input": "x"})).await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["output"][0]["content"][0]["text"], "kept in mind");
+    let failures = || {
+        proxy
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("hermes_store_write_failures_total "))
+            .map(str::to_owned)
+    };
+    // The write is reported by a task of its own; give it a moment.
+    for _ in 0..200 {
+        if failures().as_deref() == Some("1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(failures().as_deref(), Some("1"), "{}", proxy.metrics());
+}
+
 /// The `(event, data)` pairs of a Responses stream, checking each event's
 /// name matches its `type` and the sequence numbers count up from 0.
 async fn events(resp: reqwest::Response) -> Vec<(String, Value)> {
