@@ -7,6 +7,7 @@ Run through ./run.sh (which builds the release binary first); see README.md.
   bench.py [all]      the comparison: startup, throughput (wrk), latency at a
                       fixed rate (oha), streams (TTFT, per-chunk), RSS
   bench.py streams    N concurrent open streams through hermes-proxy, and its RSS
+  bench.py responses  a Responses request's proxy overhead beside a chat request's
   bench.py sse-server internal: the paced SSE upstream
 
 Everything listens on 127.0.0.1 ephemeral ports; every process started here
@@ -1039,6 +1040,153 @@ def callgrind_mode(args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def conversation(turns=20):
+    """The 20-turn conversation of benches/hot_path.rs, as chat messages."""
+    messages = [{"role": "system", "content": "You are a helpful assistant. Answer briefly and precisely."}]
+    for i in range(turns):
+        messages.append({"role": "user", "content": f"Question {i}: what is the capital of France, and why is it famous?"})
+        messages.append({"role": "assistant", "content": "Paris. It is famous for the Eiffel Tower, the Louvre and its caf\u00e9s."})
+    messages.append({"role": "user", "content": "Thanks! One more: and of Italy?"})
+    return messages
+
+
+def responses_mode(args):
+    """Chat and Responses side by side through one proxy on the canned upstream:
+    the same conversation to /v1/chat/completions (route `chat`), to
+    /v1/responses with `store: false` (route `resp`) and stored (route
+    `stored`), one keep-alive connection, endpoints interleaved in random
+    order each round. Per endpoint: hermes_overhead_seconds (request time
+    minus upstream time, as the proxy measures it), the proxy's CPU time per
+    request (all its threads, the store's included, from schedstat) and,
+    with --callgrind, its instructions per request."""
+    import http.client
+    tmp = tempfile.mkdtemp(prefix="hermes-responses-")
+    try:
+        up_proc, up_port = start_upstream(tmp)
+        cfg = os.path.join(tmp, "routes.toml")
+        with open(cfg, "w") as f:
+            f.write(f"""
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:{up_port}/v1"
+
+[routes.chat]
+targets = [{{ provider = "up", model = "gpt-4o-mini" }}]
+[routes.resp]
+targets = [{{ provider = "up", model = "gpt-4o-mini" }}]
+[routes.stored]
+targets = [{{ provider = "up", model = "gpt-4o-mini" }}]
+
+[store]
+path = "{tmp}/hermes.db"
+max_responses = 10000
+""")
+        port = free_port()
+        argv = [hermes_binary(), "serve", "--config", cfg, "--listen", f"127.0.0.1:{port}"]
+        env = dict(os.environ)
+        env.pop("RUST_LOG", None)
+        if args.callgrind:
+            out = os.path.join(tmp, "callgrind.out")
+            argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv]
+        p = spawn("hermes", argv, env=env, stderr=open(os.path.join(tmp, "hermes.log"), "w"))
+        wait_ready(p, port, "/health", 120 if args.callgrind else 10)
+        messages = conversation()
+        bodies = {
+            "chat": ("/v1/chat/completions", {"model": "chat", "messages": messages, "temperature": 0.2, "max_tokens": 256}),
+            "resp": ("/v1/responses", {"model": "resp", "instructions": messages[0]["content"],
+                                       "input": [dict(m, type="message") for m in messages[1:]],
+                                       "temperature": 0.2, "max_output_tokens": 256, "store": False}),
+            "stored": ("/v1/responses", {"model": "stored", "instructions": messages[0]["content"],
+                                         "input": [dict(m, type="message") for m in messages[1:]],
+                                         "temperature": 0.2, "max_output_tokens": 256}),
+        }
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+
+        def send(route, n):
+            path, body = bodies[route]
+            data = json.dumps(body).encode()
+            for _ in range(n):
+                conn.request("POST", path, data, {"content-type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"{route}: {r.status}")
+
+        def cpu_ns():
+            total = 0
+            for task in os.listdir(f"/proc/{p.pid}/task"):
+                try:
+                    total += int(open(f"/proc/{p.pid}/task/{task}/schedstat").read().split()[0])
+                except OSError:
+                    pass
+            return total
+
+        for route in bodies:
+            send(route, 50)  # warm-up
+        cpu = {r: [] for r in bodies}
+        instr = {r: [] for r in bodies}
+        for _ in range(args.rounds):
+            order = list(bodies)
+            random.shuffle(order)
+            for route in order:
+                if args.callgrind:
+                    subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], capture_output=True)
+                before = cpu_ns()
+                send(route, args.requests)
+                cpu[route].append((cpu_ns() - before) / args.requests / 1000)
+                if args.callgrind:
+                    subprocess.run(["callgrind_control", "-i", "off", str(p.pid)], capture_output=True)
+                    instr[route].append(callgrind_dump(p.pid, out) / args.requests)
+        conn.close()
+        with urllib_open(f"http://127.0.0.1:{port}/metrics") as r:
+            metrics = r.read().decode()
+        overhead = {}
+        for route in bodies:
+            total = float(re.search(rf'hermes_overhead_seconds_sum{{route="{route}"}} (\S+)', metrics).group(1))
+            count = float(re.search(rf'hermes_overhead_seconds_count{{route="{route}"}} (\S+)', metrics).group(1))
+            overhead[route] = total / count * 1e6
+        print(f"{args.rounds} rounds x {args.requests} requests per endpoint, one keep-alive connection")
+        print("| endpoint | overhead mean µs | × chat | proxy CPU µs per request | × chat |"
+              + (" instructions per request | × chat |" if args.callgrind else ""))
+        print("|---|---:|---:|---:|---:|" + ("---:|---:|" if args.callgrind else ""))
+        names = {"chat": "`/v1/chat/completions`", "resp": "`/v1/responses`, `store: false`",
+                 "stored": "`/v1/responses`, stored"}
+        base_cpu = statistics.median(cpu["chat"])
+        base_instr = statistics.median(instr["chat"]) if instr["chat"] else None
+        for route in bodies:
+            c = statistics.median(cpu[route])
+            line = (f"| {names[route]} | {overhead[route]:.0f} | {overhead[route] / overhead['chat']:.2f} "
+                    f"| {c:.0f} | {c / base_cpu:.2f} |")
+            if base_instr:
+                i = statistics.median(instr[route])
+                line += f" {i:,.0f} | {i / base_instr:.2f} |"
+            print(line)
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def callgrind_dump(pid, out):
+    """Dumps callgrind's counters (which zeroes them) and returns the dump's total."""
+    folder, name = os.path.dirname(out), os.path.basename(out)
+    before = set(os.listdir(folder))
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True)
+    for _ in range(100):
+        new = [f for f in set(os.listdir(folder)) - before if f.startswith(name)]
+        if new:
+            time.sleep(0.2)  # let the dump finish writing
+            for line in open(os.path.join(folder, new[0])):
+                if line.startswith("totals:"):
+                    return int(line.split()[1])
+        time.sleep(0.1)
+    raise RuntimeError("callgrind wrote no dump")
+
+
+def urllib_open(url):
+    import urllib.request
+    return urllib.request.urlopen(url, timeout=10)
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -1079,6 +1227,10 @@ def main():
     cg.add_argument("--env", type=json.loads, help='extra environment for hermes-proxy, JSON: {"RUST_LOG":"warn"}')
     cg.add_argument("--output", help="callgrind output file (kept)")
     cg.add_argument("--nginx", action="store_true", help="count nginx proxy_pass instead, for scale")
+    rs = sub.add_parser("responses", help="a Responses request's overhead beside a chat request's")
+    rs.add_argument("--rounds", type=int, default=3)
+    rs.add_argument("--requests", type=int, default=500, help="requests per endpoint and round")
+    rs.add_argument("--callgrind", action="store_true", help="also count instructions (slow)")
     x = sub.add_parser("sse-server")
     x.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
@@ -1099,6 +1251,8 @@ def main():
         return profile_mode(args)
     if args.mode == "callgrind":
         return callgrind_mode(args)
+    if args.mode == "responses":
+        return responses_mode(args)
     if not shutil.which("wrk") or not shutil.which("nginx"):
         sys.exit("wrk and nginx are needed: run.sh --install (apt-get install wrk nginx)")
     return compare(args)

@@ -7,7 +7,7 @@
 //! commit and no async thread ever waits on SQLite. A write is queued when
 //! `put` is called, so a read asked for afterwards sees it.
 //!
-//! `max_responses` and `ttl` are enforced after every batch (expired and
+//! `max_responses` and `ttl` are enforced after every batch that wrote (expired and
 //! surplus rows go, oldest first), and reads never return an expired row.
 //! The thread keeps the row count, so trimming costs index look-ups, not a
 //! scan of every stored response.
@@ -43,6 +43,8 @@ const BATCH: usize = 64;
 struct Db {
     conn: Connection,
     rows: u64,
+    /// Whether this batch wrote a response (and so may need trimming).
+    wrote: bool,
     max_responses: u64,
     ttl: Duration,
     clock: Clock,
@@ -93,6 +95,7 @@ impl Embedded {
         let mut db = Db {
             conn,
             rows: 0,
+            wrote: false,
             max_responses: u64::from(settings.max_responses),
             ttl: settings.ttl,
             clock,
@@ -138,14 +141,18 @@ fn serve(mut db: Db, queue: mpsc::Receiver<Job>) {
         let batch: Vec<Job> = std::iter::once(first)
             .chain(queue.try_iter().take(BATCH - 1))
             .collect();
-        let began = db.conn.execute_batch("BEGIN").is_ok();
+        let began = db.statement("BEGIN").is_ok();
         let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut db)).collect();
-        let mut outcome = db.trim();
+        let mut outcome = if std::mem::take(&mut db.wrote) {
+            db.trim()
+        } else {
+            Ok(())
+        };
         if began {
-            outcome = outcome.and_then(|()| db.conn.execute_batch("COMMIT"));
+            outcome = outcome.and_then(|()| db.statement("COMMIT"));
             if outcome.is_err() {
                 // What the batch counted did not happen.
-                let _ = db.conn.execute_batch("ROLLBACK");
+                let _ = db.statement("ROLLBACK");
                 let _ = db.count();
             }
         }
@@ -157,6 +164,12 @@ fn serve(mut db: Db, queue: mpsc::Receiver<Job>) {
 }
 
 impl Db {
+    /// A statement without parameters, prepared once (`execute_batch`
+    /// parses its text on every call).
+    fn statement(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
+    }
+
     fn count(&mut self) -> rusqlite::Result<()> {
         let rows: i64 = self
             .conn
@@ -195,23 +208,26 @@ impl Db {
 impl ResponseStore for Embedded {
     fn put(&self, r: StoredResponse) -> BoxFuture<'static, Result<(), StoreError>> {
         self.run(move |db| {
-            let replaced = db
+            let fields = params![r.id, r.owner, r.created_at as i64, r.input, r.response];
+            // Ids are fresh, so the insert is what happens; a replaced id is
+            // updated in place and counted once.
+            let inserted = db
                 .conn
-                .prepare_cached("SELECT 1 FROM responses WHERE id = ?1")?
-                .exists(params![r.id])?;
-            db.conn
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO responses (id, owner, created_at, input, response)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO responses (id, owner, created_at, input, response)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
                 )?
-                .execute(params![
-                    r.id,
-                    r.owner,
-                    r.created_at as i64,
-                    r.input,
-                    r.response
-                ])?;
-            db.rows += u64::from(!replaced);
+                .execute(fields)?;
+            if inserted == 0 {
+                db.conn
+                    .prepare_cached(
+                        "UPDATE responses SET owner = ?2, created_at = ?3, input = ?4,
+                         response = ?5 WHERE id = ?1",
+                    )?
+                    .execute(fields)?;
+            }
+            db.rows += inserted as u64;
+            db.wrote = true;
             Ok(())
         })
     }

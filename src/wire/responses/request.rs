@@ -219,28 +219,33 @@ impl<'a> Request<'a> {
     /// `history` (the conversation it continues): the client's items as it
     /// sent them, a string input as the message it stands for.
     pub fn stored_input(&self, history: &[&RawValue]) -> String {
-        let mut items: Vec<Cow<str>> = history
-            .iter()
-            .map(|item| Cow::Borrowed(item.get()))
-            .collect();
-        match self.input.map(|raw| (raw, string(raw))) {
-            Some((_, Some(text))) => items.push(Cow::Owned(
-                json!({"type": "message", "role": "user",
-                    "content": [{"type": "input_text", "text": text}]})
+        let own = match self.input.map(|raw| (raw, string(raw))) {
+            Some((_, Some(text))) => Cow::Owned(
+                json!([{"type": "message", "role": "user",
+                    "content": [{"type": "input_text", "text": text}]}])
                 .to_string(),
-            )),
-            Some((raw, None)) => {
-                let inner = raw
-                    .get()
-                    .strip_prefix('[')
-                    .and_then(|s| s.strip_suffix(']'));
-                if let Some(inner) = inner.map(str::trim).filter(|s| !s.is_empty()) {
-                    items.push(Cow::Borrowed(inner));
-                }
+            ),
+            Some((raw, None)) => Cow::Borrowed(raw.get()),
+            None => Cow::Borrowed("[]"),
+        };
+        // The items between the brackets, appended to the history's.
+        let own = own[1..own.len() - 1].trim();
+        let mut out = String::with_capacity(
+            own.len() + 2 + history.iter().map(|i| i.get().len() + 1).sum::<usize>(),
+        );
+        out.push('[');
+        for item in history
+            .iter()
+            .map(|i| i.get())
+            .chain(Some(own).filter(|s| !s.is_empty()))
+        {
+            if out.len() > 1 {
+                out.push(',');
             }
-            None => {}
+            out.push_str(item);
         }
-        format!("[{}]", items.join(","))
+        out.push(']');
+        out
     }
 
     /// The chat request for this request. `history` is the conversation a
