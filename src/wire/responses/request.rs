@@ -229,7 +229,11 @@ impl<'a> Request<'a> {
             None => Cow::Borrowed("[]"),
         };
         // The items between the brackets, appended to the history's.
-        let own = own[1..own.len() - 1].trim();
+        let own = own
+            .strip_prefix('[')
+            .and_then(|items| items.strip_suffix(']'))
+            .unwrap_or_default()
+            .trim();
         let mut out = String::with_capacity(
             own.len() + 2 + history.iter().map(|i| i.get().len() + 1).sum::<usize>(),
         );
