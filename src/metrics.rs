@@ -2,6 +2,7 @@
 //! Labels come only from bounded sets: route labels, provider names and fixed
 //! outcome words, never a raw client model string or a key.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -38,12 +39,17 @@ pub struct Metrics {
     pub store_write_failures: IntCounter,
 }
 
+/// `metric`, registered in `registry` (each family once).
+fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric registered once");
-    c
+    registered(registry, c)
 }
 
 fn histogram(
@@ -58,10 +64,7 @@ fn histogram(
         labels,
     )
     .expect("valid metric definition");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("metric registered once");
-    h
+    registered(registry, h)
 }
 
 impl Metrics {
@@ -75,15 +78,13 @@ impl Metrics {
             &["provider"],
         )
         .expect("valid metric definition");
-        r.register(Box::new(cooldown.clone()))
-            .expect("metric registered once");
+        let cooldown = registered(&r, cooldown);
         let inflight = IntGauge::new(
             "hermes_inflight_requests",
             "Client requests being served now",
         )
         .expect("valid metric definition");
-        r.register(Box::new(inflight.clone()))
-            .expect("metric registered once");
+        let inflight = registered(&r, inflight);
         Metrics {
             requests: counter(
                 &r,
@@ -163,16 +164,14 @@ impl Metrics {
                 "Agent tool calls by tool and outcome",
                 &["tool", "outcome"],
             ),
-            store_write_failures: {
-                let c = IntCounter::new(
+            store_write_failures: registered(
+                &r,
+                IntCounter::new(
                     "hermes_store_write_failures_total",
                     "Responses answered but not kept by the store (previous_response_id cannot continue them)",
                 )
-                .expect("valid metric definition");
-                r.register(Box::new(c.clone()))
-                    .expect("metric registered once");
-                c
-            },
+                .expect("valid metric definition"),
+            ),
             registry: r,
         }
     }

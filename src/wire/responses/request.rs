@@ -15,7 +15,6 @@
 
 use std::borrow::Cow;
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -353,11 +352,7 @@ fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
 
 /// A field as a JSON value (`null` is absent).
 fn read(raw: &RawValue) -> Option<Value> {
-    parse_owned::<Value>(raw).filter(|v| !v.is_null())
-}
-
-fn parse_owned<T: DeserializeOwned>(raw: &RawValue) -> Option<T> {
-    serde_json::from_str(raw.get()).ok()
+    parse::<Value>(raw).filter(|v| !v.is_null())
 }
 
 /// A JSON string, borrowed from the body unless it has escapes.
