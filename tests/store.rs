@@ -1,6 +1,7 @@
 //! The embedded response store on a real SQLite file in a temporary folder:
 //! owners, deletion, restarts, `max_responses`, `ttl`, pages of input items
-//! and the errors of a store that cannot be opened.
+//! the agent loop's records (sessions, memory) and the errors of a store that
+//! cannot be opened.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use hermes_proxy::config;
 use hermes_proxy::store::embedded::{Clock, Embedded};
-use hermes_proxy::store::{Order, Page, ResponseStore, StoreError, StoredResponse};
+use hermes_proxy::store::{Kind, Order, Page, ResponseStore, StoreError, StoredResponse};
 use serde_json::json;
 
 const DAY: u64 = 24 * 3600;
@@ -202,6 +203,47 @@ async fn input_items_come_in_pages_for_the_owner_only() {
         .await
         .unwrap()
         .is_none());
+}
+
+#[tokio::test]
+async fn records_are_kept_per_kind_and_owner_replaced_survive_reopening_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let (now, clock) = clock(1_000 * DAY);
+    let store = Embedded::open_with_clock(&settings(&dir, 100), clock.clone()).unwrap();
+    let saved = store.save(Kind::Session, "team-a", "s1", "first".into());
+    // Queued when called: a load asked for now sees it.
+    assert_eq!(
+        store.load(Kind::Session, "team-a", "s1").await.unwrap(),
+        Some("first".into())
+    );
+    saved.await.unwrap();
+    store
+        .save(Kind::Session, "team-a", "s1", "second".into())
+        .await
+        .unwrap();
+    store
+        .save(Kind::Memory, "team-a", "s1", "notes".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(Kind::Session, "team-a", "s1").await.unwrap(),
+        Some("second".into())
+    );
+    assert_eq!(
+        store.load(Kind::Memory, "team-a", "s1").await.unwrap(),
+        Some("notes".into())
+    );
+    assert_eq!(store.load(Kind::Session, "team-b", "s1").await.unwrap(), None);
+    drop(store);
+
+    let store = Embedded::open_with_clock(&settings(&dir, 100), clock).unwrap();
+    assert_eq!(
+        store.load(Kind::Session, "team-a", "s1").await.unwrap(),
+        Some("second".into())
+    );
+    // Untouched for longer than ttl: gone.
+    now.fetch_add(31 * DAY, Ordering::SeqCst);
+    assert_eq!(store.load(Kind::Memory, "team-a", "s1").await.unwrap(), None);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use futures_util::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::{ResponseStore, StoreError, StoredResponse};
+use super::{Kind, ResponseStore, StoreError, StoredResponse};
 use crate::config;
 
 /// Unix seconds now; injectable so expiry can be tested without waiting.
@@ -59,6 +59,15 @@ CREATE TABLE IF NOT EXISTS responses (
     response TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_by_age ON responses (created_at);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, owner, key)
+);
+CREATE INDEX IF NOT EXISTS records_by_age ON records (updated_at);
 ";
 
 impl Embedded {
@@ -185,7 +194,11 @@ impl Db {
     }
 
     /// Drops what has expired, then the oldest beyond `max_responses`.
+    /// Records (sessions, memory) expire when untouched for `ttl`.
     fn trim(&mut self) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM records WHERE updated_at < ?1")?
+            .execute(params![self.oldest_alive()])?;
         let expired = self
             .conn
             .prepare_cached("DELETE FROM responses WHERE created_at < ?1")?
@@ -274,6 +287,49 @@ impl ResponseStore for Embedded {
                 .execute(params![id, owner])?;
             db.rows = db.rows.saturating_sub(deleted as u64);
             Ok(deleted > 0)
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        kind: Kind,
+        owner: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let (owner, key) = (owner.to_owned(), key.to_owned());
+        self.run(move |db| {
+            let oldest = db.oldest_alive();
+            db.conn
+                .prepare_cached(
+                    "SELECT value FROM records
+                     WHERE kind = ?1 AND owner = ?2 AND key = ?3 AND updated_at >= ?4",
+                )?
+                .query_row(params![kind.as_str(), owner, key, oldest], |row| {
+                    row.get(0)
+                })
+                .optional()
+        })
+    }
+
+    fn save(
+        &self,
+        kind: Kind,
+        owner: &str,
+        key: &str,
+        value: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (owner, key) = (owner.to_owned(), key.to_owned());
+        self.run(move |db| {
+            let now = (db.clock)() as i64;
+            db.conn
+                .prepare_cached(
+                    "INSERT INTO records (kind, owner, key, value, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (kind, owner, key)
+                     DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )?
+                .execute(params![kind.as_str(), owner, key, value, now])?;
+            db.wrote = true;
+            Ok(())
         })
     }
 }

@@ -3,9 +3,12 @@
 //! file ([`embedded`]) and a shared backend for several replicas are
 //! interchangeable.
 //!
-//! A stored response belongs to the client key that made it: every read and
-//! delete names its owner, and another owner's id reads as absent, so a key
-//! never learns that someone else's response exists.
+//! Beside responses it keeps the agent loop's records ([`Kind`]): sessions
+//! and memory notes, one text value per key.
+//!
+//! A stored response (and a record) belongs to the client key that made it:
+//! every read and delete names its owner, and another owner's id reads as
+//! absent, so a key never learns that someone else's response exists.
 
 pub mod embedded;
 
@@ -70,6 +73,42 @@ pub trait ResponseStore: Send + Sync {
             let stored = self.get(owner, id).await?;
             Ok(stored.map(|r| page.of(&responses::stored::items(&r.id, &r.input))))
         })
+    }
+
+    /// The `kind` record `key` of `owner`, if it is there and not expired.
+    fn load<'a>(
+        &'a self,
+        kind: Kind,
+        owner: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// Keeps `value` as the `kind` record `key` of `owner`, replacing the one
+    /// there; queued when called, like `put`.
+    fn save(
+        &self,
+        kind: Kind,
+        owner: &str,
+        key: &str,
+        value: String,
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+/// The agent loop's record kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A session's conversation (`X-Hermes-Session-Id`).
+    Session,
+    /// A memory scope's notes.
+    Memory,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Session => "session",
+            Kind::Memory => "memory",
+        }
     }
 }
 
