@@ -34,5 +34,6 @@ pub mod route;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod tools;
 pub mod upstream;
 pub mod wire;

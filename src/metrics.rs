@@ -17,6 +17,8 @@ const OVERHEAD_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.5, 1.0,
 ];
+/// Steps per agent answer: `max_steps` defaults to 12.
+const STEP_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0];
 
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +36,7 @@ pub struct Metrics {
     pub inflight: IntGauge,
     pub config_reloads: IntCounterVec,
     pub agent_tool_calls: IntCounterVec,
+    pub agent_steps: HistogramVec,
     /// Beyond SPEC's table: issue 11 asks that a stored response the store
     /// failed to keep be counted, since the client got its answer anyway.
     pub store_write_failures: IntCounter,
@@ -164,6 +167,13 @@ impl Metrics {
                 "Agent tool calls by tool and outcome",
                 &["tool", "outcome"],
             ),
+            agent_steps: histogram(
+                &r,
+                "hermes_agent_steps",
+                "Upstream requests (steps) per agent answer",
+                &["route"],
+                STEP_BUCKETS,
+            ),
             store_write_failures: registered(
                 &r,
                 IntCounter::new(
@@ -200,9 +210,13 @@ impl Metrics {
             }
         }
         for tool in &config.agent.tools {
-            for outcome in ["ok", "error"] {
+            for outcome in ["ok", "error", "timeout", "refused"] {
                 self.agent_tool_calls.with_label_values(&[tool, outcome]);
             }
+        }
+        // Every route, so the family is there before a route turns agent on.
+        for route in &config.routes {
+            self.agent_steps.with_label_values(&[&route.name]);
         }
     }
 

@@ -62,6 +62,7 @@ fn exported_families() -> BTreeMap<String, String> {
     m.agent_tool_calls
         .with_label_values(&["read_file", "ok"])
         .inc();
+    m.agent_steps.with_label_values(&["r"]).observe(3.0);
     m.store_write_failures.inc();
     let text = String::from_utf8(m.render()).unwrap();
     let families: BTreeMap<String, String> = text
@@ -75,8 +76,8 @@ fn exported_families() -> BTreeMap<String, String> {
     // A family that did not render would make every query on it look invalid.
     assert_eq!(
         families.len(),
-        15,
-        "expected the 14 SPEC families and hermes_store_write_failures_total, got {families:?}"
+        16,
+        "expected the 15 SPEC families and hermes_store_write_failures_total, got {families:?}"
     );
     families
 }

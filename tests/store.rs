@@ -233,7 +233,10 @@ async fn records_are_kept_per_kind_and_owner_replaced_survive_reopening_and_expi
         store.load(Kind::Memory, "team-a", "s1").await.unwrap(),
         Some("notes".into())
     );
-    assert_eq!(store.load(Kind::Session, "team-b", "s1").await.unwrap(), None);
+    assert_eq!(
+        store.load(Kind::Session, "team-b", "s1").await.unwrap(),
+        None
+    );
     drop(store);
 
     let store = Embedded::open_with_clock(&settings(&dir, 100), clock).unwrap();
@@ -243,7 +246,10 @@ async fn records_are_kept_per_kind_and_owner_replaced_survive_reopening_and_expi
     );
     // Untouched for longer than ttl: gone.
     now.fetch_add(31 * DAY, Ordering::SeqCst);
-    assert_eq!(store.load(Kind::Memory, "team-a", "s1").await.unwrap(), None);
+    assert_eq!(
+        store.load(Kind::Memory, "team-a", "s1").await.unwrap(),
+        None
+    );
 }
 
 #[test]

@@ -414,14 +414,6 @@ impl<'r, 'a> Checker<'r, 'a> {
 
     fn route(&mut self, name: String, r: RawRoute) -> Route {
         self.check_name(&name, &r.at, "route");
-        if let Some(agent) = r.agent.as_ref().filter(|a| a.value) {
-            let hint = Some(format!("set {} = false", agent.key));
-            self.cx.error(
-                agent.line,
-                "the agent loop is not available in this build",
-                hint,
-            );
-        }
         let targets = match &r.targets {
             Some(targets) if targets.value.0.is_empty() => {
                 let message = format!(

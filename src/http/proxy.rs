@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
@@ -18,13 +18,14 @@ use super::edge::Trace;
 use crate::auth::Principal;
 use crate::body::{self, Body};
 use crate::error::ApiError;
-use crate::pipeline::exchange::{Exchange, Served};
+use crate::pipeline::exchange::{Caller, Exchange, Served};
 use crate::pipeline::relay::{self, Relay, Resume};
 use crate::provider::Answer;
 use crate::route::Plan;
 use crate::runtime::{Generation, State};
 use crate::wire::chat::{parse_request, Endpoint};
-use crate::wire::sse::{ChatEvents, SseReader, StreamEncoder};
+use crate::wire::encode::{ChatEvents, StreamEncoder};
+use crate::wire::sse::SseReader;
 use crate::wire::usage::Usage;
 
 pub async fn forward(
@@ -36,11 +37,21 @@ pub async fn forward(
     let started = Instant::now();
     let generation = state.current();
     let principal = generation.auth.check(req.headers())?;
+    let caller = caller(req.headers(), principal)?;
     let bytes = read_body(req, generation.config.server.max_body_bytes).await?;
     let body = parse_request(&bytes, endpoint)?;
     let streamed = body.get("stream").and_then(Value::as_bool) == Some(true);
     let resume_request = (endpoint == Endpoint::Chat && streamed).then(|| body.clone());
-    let sent = send(&generation, principal, endpoint, body, started, trace).await?;
+    let sent = send(
+        &generation,
+        principal,
+        &caller,
+        endpoint,
+        body,
+        started,
+        trace,
+    )
+    .await?;
     let headers = hermes_headers(&sent);
     let Sent {
         plan,
@@ -50,22 +61,29 @@ pub async fn forward(
     } = sent;
     let resp = match served.answer {
         Answer::Json { body, usage } => {
+            let counted = served.agent.is_some();
             account(
                 state,
                 &served.provider,
                 served.estimated_tokens,
+                counted,
                 usage,
                 trace,
             );
             respond(body::full(body), "application/json")
         }
         Answer::Stream { first, rest } => {
+            // An agent's stream is the loop's, not one upstream's to continue.
             let resume = resume_request
-                .filter(|_| plan.resume)
-                .map(|request| Resume::new(generation.routes.clone(), plan.label.clone(), request));
+                .filter(|_| plan.resume && served.agent.is_none())
+                .map(|request| {
+                    let route = plan.label.clone();
+                    Resume::new(generation.routes.clone(), route, request, Some(caller))
+                });
             let stream = Streamed {
                 state,
                 label: &plan.label,
+                counted: served.agent.is_some(),
                 provider: served.provider,
                 estimated_tokens: served.estimated_tokens,
                 deadline,
@@ -92,6 +110,7 @@ pub(super) struct Sent {
 pub(super) async fn send(
     generation: &Generation,
     principal: Option<Principal<'_>>,
+    caller: &Arc<Caller>,
     endpoint: Endpoint,
     body: Map<String, Value>,
     started: Instant,
@@ -127,6 +146,7 @@ pub(super) async fn send(
         plan: plan.clone(),
         deadline,
         routes: generation.routes.clone(),
+        caller: Some(caller.clone()),
     };
     let served = tokio::time::timeout_at(deadline, service.oneshot(exchange))
         .await
@@ -154,7 +174,40 @@ pub(super) fn hermes_headers(sent: &Sent) -> Vec<(&'static str, String)> {
     if let Some(report) = &served.compressed {
         headers.push(("x-hermes-compressed", report.header()));
     }
+    if let Some(agent) = served.agent.as_ref().filter(|a| a.steps > 0) {
+        headers.push(("x-hermes-agent-steps", agent.steps.to_string()));
+    }
     headers
+}
+
+/// Longest session id or memory scope a client may name.
+const MAX_ID_LEN: usize = 128;
+
+/// Who is asking: the key's name, and the agent loop's session and memory
+/// scope headers (printable ASCII, at most `MAX_ID_LEN` bytes).
+pub(super) fn caller(
+    headers: &HeaderMap,
+    principal: Option<Principal<'_>>,
+) -> Result<Arc<Caller>, ApiError> {
+    let header = |name: &'static str| -> Result<Option<String>, ApiError> {
+        let Some(value) = headers.get(name) else {
+            return Ok(None);
+        };
+        match value.to_str() {
+            Ok(v) if !v.is_empty() && v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Some(v.to_owned()))
+            }
+            _ => Err(ApiError::invalid(
+                format!("header `{name}` must be 1 to {MAX_ID_LEN} printable ASCII characters without spaces"),
+                None,
+            )),
+        }
+    };
+    Ok(Arc::new(Caller {
+        owner: principal.map_or("", |p| p.name).to_owned(),
+        session: header("x-hermes-session-id")?,
+        memory_scope: header("x-hermes-memory-scope")?,
+    }))
 }
 
 pub(super) fn with_headers(
@@ -169,15 +222,17 @@ pub(super) fn with_headers(
     resp
 }
 
-/// A JSON answer's usage: accounted to its provider, and noted for the access log.
+/// A JSON answer's usage: accounted to its provider (unless the agent loop
+/// counted it step by step), and noted for the access log.
 pub(super) fn account(
     state: &State,
     provider: &str,
     estimated_tokens: u32,
+    counted: bool,
     usage: Option<Usage>,
     trace: &mut Trace,
 ) {
-    if let Some(usage) = usage {
+    if let Some(usage) = usage.filter(|_| !counted) {
         state.handles.account(provider, estimated_tokens, usage);
     }
     trace.usage = usage;
@@ -187,6 +242,8 @@ pub(super) fn account(
 pub(super) struct Streamed<'a> {
     pub state: &'a State,
     pub label: &'a str,
+    /// Usage already counted by a layer (see `Relay::counted`).
+    pub counted: bool,
     pub provider: String,
     pub estimated_tokens: u32,
     pub deadline: Instant,
@@ -215,6 +272,7 @@ impl Streamed<'_> {
             handles: handles.clone(),
             provider: self.provider,
             estimated_tokens: self.estimated_tokens,
+            counted: self.counted,
             deadline: self.deadline,
             timeout: self.timeout,
             resume,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::admin::{json_response, json_text_response};
 use super::edge::Trace;
-use super::proxy::{account, hermes_headers, read_body, send, with_headers, Streamed};
+use super::proxy::{account, caller, hermes_headers, read_body, send, with_headers, Streamed};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::provider::Answer;
@@ -23,7 +23,7 @@ use crate::runtime::State;
 use crate::store::{Order, Page, StoreError, StoredResponse};
 use crate::wire::chat::Endpoint;
 use crate::wire::responses::stream::OnComplete;
-use crate::wire::responses::{self, stored, Meta, ResponseEvents};
+use crate::wire::responses::{self, answer, stored, Meta, ResponseEvents};
 use crate::wire::usage;
 
 pub async fn create(
@@ -34,13 +34,15 @@ pub async fn create(
     let started = Instant::now();
     let generation = state.current();
     let principal = generation.auth.check(req.headers())?;
-    let owner = principal.map_or("", |p| p.name).to_owned();
+    let caller = caller(req.headers(), principal)?;
+    let owner = caller.owner.clone();
     let bytes = read_body(req, generation.config.server.max_body_bytes).await?;
     let request = responses::Request::parse(&bytes)?;
     let previous = match request.previous_response_id()? {
         None => None,
         Some(id) => Some(
             state
+                .handles
                 .store
                 .get(&owner, &id)
                 .await
@@ -53,7 +55,16 @@ pub async fn create(
         .map(|p| stored::history(&p.input, &p.response))
         .unwrap_or_default();
     let chat = request.to_chat(&history)?;
-    let sent = send(&generation, principal, Endpoint::Chat, chat, started, trace).await?;
+    let sent = send(
+        &generation,
+        principal,
+        &caller,
+        Endpoint::Chat,
+        chat,
+        started,
+        trace,
+    )
+    .await?;
     let headers = hermes_headers(&sent);
     let id = responses::new_id("resp");
     let created_at = now();
@@ -73,17 +84,22 @@ pub async fn create(
             response: String::new(),
         };
         move |response: String| {
-            let written = state.store.put(StoredResponse { response, ..stored });
+            let written = state
+                .handles
+                .store
+                .put(StoredResponse { response, ..stored });
             tokio::spawn(async move { report(&state, written.await) });
         }
     });
     let served = sent.served;
     let resp = match served.answer {
         Answer::Json { body, usage } => {
+            let counted = served.agent.is_some();
             account(
                 state,
                 &served.provider,
                 served.estimated_tokens,
+                counted,
                 usage,
                 trace,
             );
@@ -94,7 +110,11 @@ pub async fn create(
                 )])
             })?;
             usage::completion(&mut completion);
-            let response = text(&responses::from_chat(&completion, &meta));
+            let mut response = responses::from_chat(&completion, &meta);
+            if let Some(agent) = &served.agent {
+                answer::with_steps(&mut response, &agent.tools);
+            }
+            let response = text(&response);
             let resp = json_text_response(StatusCode::OK, response.clone().into_bytes());
             if let Some(keep) = keep {
                 keep(response);
@@ -109,6 +129,7 @@ pub async fn create(
             let stream = Streamed {
                 state,
                 label: &sent.plan.label,
+                counted: served.agent.is_some(),
                 provider: served.provider,
                 estimated_tokens: served.estimated_tokens,
                 deadline: sent.deadline,
@@ -157,7 +178,7 @@ pub async fn stored(
         None => (rest, false),
     };
     let not_found = || ApiError::ResponseNotFound(id.to_owned());
-    let store = &state.store;
+    let store = &state.handles.store;
     let answer = match (method, items) {
         (&http::Method::GET, false) => {
             let stored = store.get(owner, id).await.map_err(unavailable)?;

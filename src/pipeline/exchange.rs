@@ -12,6 +12,7 @@ use tower::util::BoxCloneSyncService;
 use crate::error::ApiError;
 use crate::provider::Answer;
 use crate::route::{Plan, Routes};
+use crate::wire::agent::ToolStep;
 use crate::wire::chat::Endpoint;
 
 /// One request on its way to an upstream.
@@ -26,6 +27,21 @@ pub struct Exchange {
     /// The config's routes, for work that is itself a routed request (a
     /// summary, a resumed stream, an agent's next step).
     pub routes: Arc<RouteTable>,
+    /// Who asked, for the layers that act for a client (the agent loop);
+    /// None for the proxy's own requests (a summary), which they pass through.
+    pub caller: Option<Arc<Caller>>,
+}
+
+/// The client behind a request, as the layers that keep state for it
+/// (the agent loop's sessions and memory) need it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Caller {
+    /// The client key's name ("" when the proxy has no keys).
+    pub owner: String,
+    /// `X-Hermes-Session-Id`.
+    pub session: Option<String>,
+    /// `X-Hermes-Memory-Scope`.
+    pub memory_scope: Option<String>,
 }
 
 /// What came back, before anything reached the client.
@@ -42,6 +58,17 @@ pub struct Served {
     pub estimated_tokens: u32,
     /// What compression did to the conversation, if anything.
     pub compressed: Option<Report>,
+    /// Set when the agent loop answered; its steps' usage is already counted.
+    pub agent: Option<AgentReport>,
+}
+
+/// What the agent loop did for an answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentReport {
+    /// Upstream requests made; 0 until known (a stream's loop runs on).
+    pub steps: u32,
+    /// The built-in calls it ran, for answers that are not streamed.
+    pub tools: Vec<ToolStep>,
 }
 
 /// A route's whole stack as one cloneable service.

@@ -8,11 +8,12 @@ use super::failover::balance::Latencies;
 use super::failover::cooldown::Cooldowns;
 use super::failover::limits::Limits;
 use crate::metrics::Metrics;
+use crate::store::ResponseStore;
 use crate::upstream::Client;
 use crate::wire::usage::Usage;
 
 /// What outlives a config: the connection pool, cooldowns, limiters, latency
-/// estimates, learned windows and cached summaries. A reload builds new
+/// estimates, learned windows, cached summaries and the store. A reload builds new
 /// routes over the same handles, so an unchanged provider keeps them all.
 pub struct Handles {
     pub client: Client,
@@ -24,10 +25,12 @@ pub struct Handles {
     /// Conversation summaries by prefix key (see `compress`), so a growing
     /// conversation is not summarized again on every turn.
     pub summaries: moka::sync::Cache<u64, String>,
+    /// Stored responses, agent sessions and memory.
+    pub store: Arc<dyn ResponseStore>,
 }
 
 impl Handles {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, store: Arc<dyn ResponseStore>) -> Self {
         Handles {
             client: Client::new(connect_timeout),
             metrics: Metrics::new(),
@@ -39,6 +42,7 @@ impl Handles {
                 .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
+            store,
         }
     }
 

@@ -6,10 +6,12 @@
 //! - [`service`]: builds each route's stack (its layers around [`Failover`])
 //! - [`failover`]: attempts over the plan's targets; per-attempt hooks for
 //!   proactive limits and compression
+//! - [`agent`]: the agent loop, a layer on routes with `agent = true`
 //! - [`compress`]: fitting a conversation into a context window
 //! - [`relay`]: a stream's remaining events back to the client
 //! - [`handles`]: the process-lifetime state the pipeline reads and updates
 
+pub mod agent;
 pub mod compress;
 pub mod exchange;
 pub mod failover;
@@ -17,6 +19,6 @@ pub mod handles;
 pub mod relay;
 pub mod service;
 
-pub use exchange::{Exchange, RouteService, RouteTable, Served};
+pub use exchange::{AgentReport, Caller, Exchange, RouteService, RouteTable, Served};
 pub use failover::Failover;
 pub use handles::Handles;

@@ -20,13 +20,15 @@ use tracing::Instrument;
 
 use tower::ServiceExt;
 
-use super::exchange::{Exchange, RouteTable};
+use super::exchange::{Caller, Exchange, RouteTable};
 use super::Handles;
 use crate::body::{self, Body};
 use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::provider::{normalize_event, Answer};
+use crate::wire::agent::{self, ToolEvent};
 use crate::wire::chat::Endpoint;
-use crate::wire::sse::{self, SseEvent, SseReader, StreamEncoder};
+use crate::wire::encode::StreamEncoder;
+use crate::wire::sse::{self, SseEvent, SseReader};
 use crate::wire::usage::Usage;
 
 /// Silence longer than this gets a `: keep-alive` comment, so proxies and
@@ -45,6 +47,9 @@ pub struct Relay {
     pub provider: String,
     /// Tokens the attempt charged to the provider's `tpm` before sending.
     pub estimated_tokens: u32,
+    /// The stream's usage was already counted by a layer (the agent loop
+    /// counts each of its steps), so it is only noted here.
+    pub counted: bool,
     pub deadline: Instant,
     /// The configured `request_timeout`, for the message when `deadline` passes.
     pub timeout: Duration,
@@ -61,6 +66,7 @@ pub struct Resume {
     pub routes: Arc<RouteTable>,
     pub route: String,
     pub request: Map<String, Value>,
+    pub caller: Option<Arc<Caller>>,
     text: String,
     /// False once the answer carries tool calls: those cannot be spliced.
     text_only: bool,
@@ -68,11 +74,17 @@ pub struct Resume {
 }
 
 impl Resume {
-    pub fn new(routes: Arc<RouteTable>, route: String, request: Map<String, Value>) -> Self {
+    pub fn new(
+        routes: Arc<RouteTable>,
+        route: String,
+        request: Map<String, Value>,
+        caller: Option<Arc<Caller>>,
+    ) -> Self {
         Resume {
             routes,
             route,
             request,
+            caller,
             text: String::new(),
             text_only: true,
             resumes: 0,
@@ -161,6 +173,18 @@ impl Relay {
             };
             let data = match event {
                 SseEvent::Comment => continue, // upstream keep-alives are not data
+                SseEvent::Data {
+                    event: Some(name),
+                    data,
+                } if name == agent::EVENT => {
+                    if let Ok(event) = serde_json::from_str::<ToolEvent>(&data) {
+                        let bytes = self.encoder.tool(&event);
+                        if tx.send(bytes).await.is_err() {
+                            return None;
+                        }
+                    }
+                    continue;
+                }
                 SseEvent::Data { data, .. } => data,
             };
             if data == "[DONE]" {
@@ -176,8 +200,10 @@ impl Relay {
             match normalize_event(&data) {
                 Ok((bytes, usage)) => {
                     if let Some(usage) = usage {
-                        self.handles
-                            .account(&self.provider, self.estimated_tokens, usage);
+                        if !self.counted {
+                            self.handles
+                                .account(&self.provider, self.estimated_tokens, usage);
+                        }
                         self.usage = Some(usage);
                     }
                     if let Some(resume) = &mut self.resume {
@@ -223,6 +249,7 @@ impl Relay {
             plan: Arc::new(plan),
             deadline: self.deadline,
             routes: resume.routes.clone(),
+            caller: resume.caller.clone(),
         };
         let served = service.oneshot(exchange).await.ok()?;
         let Answer::Stream { first, rest } = served.answer else {

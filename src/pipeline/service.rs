@@ -4,7 +4,7 @@
 //! in the attempt loop.
 //!
 //! ```text
-//! RouteService = [extra layers for this route] -> Failover
+//! RouteService = [extra layers for this route] -> [AgentLayer if agent = true] -> Failover
 //!                   (per attempt: FitHook, LimitsHook) -> Provider
 //! ```
 
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tower::{Layer, Service};
 
+use super::agent::AgentLayer;
 use super::compress::fit::FitHook;
 use super::exchange::{Exchange, RouteService, RouteTable, Served};
 use super::failover::limits::LimitsHook;
@@ -21,6 +22,7 @@ use super::Handles;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::route::Routes;
+use crate::tools;
 
 /// Wraps one route's stack.
 pub type RouteLayer = Arc<dyn Fn(RouteService) -> RouteService + Send + Sync>;
@@ -65,17 +67,32 @@ pub fn build(config: &Config, handles: &Arc<Handles>, layers: &Layers) -> Arc<Ro
             )),
         ],
     );
+    // One toolbox for every agent route of this config.
+    let toolbox = config.routes.iter().any(|r| r.agent).then(|| {
+        let settings = tools::Settings::from_config(&config.agent);
+        tools::Toolbox::new(settings, config.defaults.connect_timeout)
+            .map(Arc::new)
+            .inspect_err(|why| tracing::error!("agent routes cannot run their tools: {why}"))
+    });
     let services: HashMap<String, RouteService> = config
         .routes
         .iter()
         .map(|route| {
+            let mut stack = RouteService::new(failover.clone());
+            if let Some(toolbox) = toolbox.as_ref().filter(|_| route.agent) {
+                let agent = AgentLayer::new(
+                    &route.name,
+                    toolbox.clone(),
+                    config.agent.max_steps,
+                    handles.clone(),
+                );
+                stack = RouteService::new(agent.layer(stack));
+            }
             let stack = layers
                 .by_route
                 .iter()
                 .filter(|(name, _)| *name == route.name)
-                .fold(RouteService::new(failover.clone()), |inner, (_, layer)| {
-                    layer(inner)
-                });
+                .fold(stack, |inner, (_, layer)| layer(inner));
             (route.name.clone(), stack)
         })
         .collect();

@@ -28,10 +28,9 @@ pub struct Generation {
 
 /// The proxy while it runs: what a reload keeps and what it replaces.
 pub struct State {
+    /// What outlives a config, the store among it (opened at start from
+    /// `[store]`: a reload that moves it takes a restart).
     pub handles: Arc<Handles>,
-    /// Stored responses; opened at start from `[store]` (a reload that moves
-    /// it takes a restart).
-    pub store: Arc<dyn ResponseStore>,
     current: ArcSwap<Generation>,
     /// Where the config came from, for reloads (None: the embedded default).
     pub source: Option<ConfigSource>,
@@ -58,13 +57,12 @@ impl State {
         source: Option<ConfigSource>,
         layers: Layers,
     ) -> Result<Arc<Self>, StoreError> {
-        let store = Arc::new(Embedded::open(&config.store)?);
-        let handles = Arc::new(Handles::new(config.defaults.connect_timeout));
+        let store: Arc<dyn ResponseStore> = Arc::new(Embedded::open(&config.store)?);
+        let handles = Arc::new(Handles::new(config.defaults.connect_timeout, store));
         let first = generation(config, &handles, &layers);
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(first),
             handles,
-            store,
             source,
             layers,
         }))

@@ -304,9 +304,7 @@ impl ResponseStore for Embedded {
                     "SELECT value FROM records
                      WHERE kind = ?1 AND owner = ?2 AND key = ?3 AND updated_at >= ?4",
                 )?
-                .query_row(params![kind.as_str(), owner, key, oldest], |row| {
-                    row.get(0)
-                })
+                .query_row(params![kind.as_str(), owner, key, oldest], |row| row.get(0))
                 .optional()
         })
     }

@@ -3,14 +3,18 @@
 //!
 //! - [`chat`]: the Chat Completions dialect (and completions, embeddings)
 //! - [`sse`]: server-sent events, read and written
+//! - [`encode`]: a relayed stream written in the client's dialect
 //! - [`usage`]: one schema for usage and reasoning, whatever the upstream called them
 //! - [`error`]: errors in the OpenAI shape
 //! - [`responses`]: the Responses dialect
+//! - [`agent`]: the agent loop's tool calls, as each dialect shows them
 //!
 //! A new dialect (Responses, Anthropic Messages) is a new file here that
 //! translates onto the same canonical request and back.
 
+pub mod agent;
 pub mod chat;
+pub mod encode;
 pub mod error;
 pub mod responses;
 pub mod sse;

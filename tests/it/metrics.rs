@@ -49,6 +49,7 @@ const SPEC: &[(&str, &str, &[&str])] = &[
         "counter",
         &["tool", "outcome"],
     ),
+    ("hermes_agent_steps", "histogram", &["route"]),
     // Not in SPEC's table: issue 11 asks that a response the store failed
     // to keep be counted.
     ("hermes_store_write_failures_total", "counter", &[]),

@@ -61,6 +61,7 @@ impl Summarizer for RoutedSummarizer<'_> {
                 plan: plan.clone(),
                 deadline: self.deadline,
                 routes: self.routes.clone(),
+                caller: None,
             };
             let served = service
                 .clone()

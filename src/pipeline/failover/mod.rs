@@ -160,6 +160,7 @@ impl Failover {
                         upstream_time: ctx.upstream_time,
                         estimated_tokens: ctx.tokens.unwrap_or(0),
                         compressed: ctx.compressed,
+                        agent: None,
                     });
                 }
                 Err(err) => err,

@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use super::{new_id, Request};
+use crate::wire::agent::ToolStep;
 
 /// What the Response says about itself beyond the upstream's answer.
 pub struct Meta<'a> {
@@ -74,6 +75,29 @@ pub fn from_chat(completion: &Value, meta: &Meta) -> Value {
     response["output"] = Value::Array(output);
     response["usage"] = usage(&completion["usage"]);
     response
+}
+
+/// The agent loop's built-in calls, as the items before the answer's own:
+/// a `function_call` and its `function_call_output` each.
+pub fn with_steps(response: &mut Value, steps: &[ToolStep]) {
+    if steps.is_empty() {
+        return;
+    }
+    let mut output: Vec<Value> = steps
+        .iter()
+        .flat_map(|step| {
+            [
+                json!({"type": "function_call", "id": new_id("fc"), "call_id": step.call_id,
+                    "name": step.name, "arguments": step.arguments, "status": "completed"}),
+                json!({"type": "function_call_output", "id": new_id("fco"),
+                    "call_id": step.call_id, "output": step.output, "status": "completed"}),
+            ]
+        })
+        .collect();
+    if let Some(Value::Array(own)) = response.get_mut("output") {
+        output.append(own);
+    }
+    response["output"] = Value::Array(output);
 }
 
 /// Chat usage under the Responses names.

@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use super::answer::usage;
 use super::new_id;
-use crate::wire::sse::{self, StreamEncoder};
+use crate::wire::agent::{Status, ToolEvent};
+use crate::wire::encode::StreamEncoder;
+use crate::wire::sse;
 
 /// Called once with the finished response (to store it).
 pub type OnComplete = Box<dyn FnOnce(Value) + Send>;
@@ -326,6 +328,40 @@ impl StreamEncoder for ResponseEvents {
             } else if let Ok(chunk) = serde_json::from_slice::<Value>(payload) {
                 self.chunk(&mut out, &chunk);
             }
+        }
+        out.freeze()
+    }
+
+    /// A built-in call becomes a `function_call` item when it starts and a
+    /// `function_call_output` item when it ends, each added and done at once.
+    fn tool(&mut self, event: &ToolEvent) -> Bytes {
+        let mut out = BytesMut::new();
+        if self.ended {
+            return out.freeze();
+        }
+        self.start(&mut out);
+        self.close(&mut out);
+        let item = match event.status {
+            Status::Running => json!({"type": "function_call", "id": new_id("fc"),
+                "call_id": event.call_id, "name": event.tool, "arguments": event.arguments,
+                "status": "completed"}),
+            Status::Completed | Status::Failed => json!({"type": "function_call_output",
+                "id": new_id("fco"), "call_id": event.call_id, "output": event.output,
+                "status": "completed"}),
+        };
+        let index = self.output_index();
+        self.emit(
+            &mut out,
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        );
+        self.emit(
+            &mut out,
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        );
+        if let Some(output) = self.response["output"].as_array_mut() {
+            output.push(item);
         }
         out.freeze()
     }
