@@ -527,6 +527,31 @@ async fn responses_show_built_in_steps_as_function_call_items() {
     assert_eq!(kinds, ["function_call", "function_call_output", "message"]);
     assert_eq!(body["output"][1]["output"], "ship it");
 
+    // The stored response continues with its tool steps in place.
+    up.push(Reply::chat("Yes."));
+    let resp = proxy
+        .post(
+            "/v1/responses",
+            &json!({"model": "main", "input": "sure?",
+            "previous_response_id": body["id"]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let continued = up.requests()[2].body["messages"].clone();
+    let roles: Vec<&str> = continued
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant", "user"]);
+    assert_eq!(continued[2]["content"], "ship it");
+
+    up.push(streamed_calls(
+        "",
+        &[("call_2", "read_file", json!({"path": "notes.md"}))],
+    ));
+    up.push(Reply::stream_text("It says ship it."));
     let resp = proxy
         .post(
             "/v1/responses",
