@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["runtime"],
     &["pipeline"],
     &["route"],
-    &["provider"],
+    &["provider", "tools"],
     &["upstream"],
     &["auth", "metrics", "store"],
     &["wire"],
