@@ -128,6 +128,9 @@ impl Terminal {
             ws,
             "--".into(),
         ]);
+        // bwrap sets PWD after everything else: unset again, the environment
+        // stays the three variables promised.
+        args.extend(["env", "-u", "PWD", "--"].map(String::from));
         args.extend(argv.iter().cloned());
         args
     }
@@ -267,4 +270,112 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> String {
         text.push_str(&format!("\n[cut: {dropped} more bytes]"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    //! The unjailed path, which the integration tests do not reach on a
+    //! machine with bubblewrap: there the process group alone stops the
+    //! program's children.
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn unjailed(ws: &Path, allow: &[&str]) -> Terminal {
+        Terminal::new(allow.iter().map(|s| s.to_string()).collect(), ws, false)
+    }
+
+    fn command(command: &str) -> Args {
+        Args {
+            command: command.to_owned(),
+        }
+    }
+
+    /// Processes running exactly `sleep <mark>`.
+    fn sleeps(mark: &str) -> usize {
+        let wanted = format!("sleep\0{mark}\0");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes())
+            })
+            .count()
+    }
+
+    async fn eventually(check: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !check() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        check()
+    }
+
+    #[tokio::test]
+    async fn runs_with_a_cleared_environment_in_the_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = std::fs::canonicalize(dir.path()).unwrap();
+        let t = unjailed(&ws, &["env"]);
+        assert!(!t.jailed());
+        let out = t.run(command("env")).await.unwrap();
+        let mut names: Vec<&str> = out
+            .lines()
+            .skip(2)
+            .take_while(|l| *l != "stderr:")
+            .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["HOME", "LANG", "PATH"], "{out}");
+        assert!(out.contains(&format!("HOME={}\n", ws.display())), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_call_kills_its_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = unjailed(dir.path(), &["sh"]);
+        let mark = format!("200.{}", fastrand::u32(100_000..999_999));
+        let cmd = command(&format!("sh -c 'sleep {mark} & sleep {mark}; wait'"));
+        let call = tokio::time::timeout(Duration::from_secs(60), t.run(cmd));
+        let watch = async {
+            assert!(
+                eventually(|| sleeps(&mark) == 2).await,
+                "both sleeps started"
+            );
+        };
+        // The watch finishing first drops the call mid-run.
+        tokio::select! {
+            _ = call => panic!("the call ended by itself"),
+            _ = watch => {}
+        }
+        assert!(
+            eventually(|| sleeps(&mark) == 0).await,
+            "the grandchild was killed too"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_the_program_leaves_behind_is_killed_when_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = unjailed(dir.path(), &["sh"]);
+        let mark = format!("300.{}", fastrand::u32(100_000..999_999));
+        // Without the group kill, the background sleep would hold stdout
+        // open and the call would wait for it.
+        let cmd = command(&format!("sh -c 'sleep {mark} & echo started'"));
+        let out = tokio::time::timeout(Duration::from_secs(20), t.run(cmd))
+            .await
+            .expect("the call returned once sh exited")
+            .unwrap();
+        assert_eq!(out, "exit code: 0\nstdout:\nstarted\n\nstderr:\n");
+        assert!(eventually(|| sleeps(&mark) == 0).await);
+    }
+
+    #[test]
+    fn the_jail_binds_the_workspace_after_the_tmpfs_and_hides_etc() {
+        let t = unjailed(Path::new("/tmp/ws"), &[]);
+        let args = t.jail_args(&["ls".to_owned()]);
+        let at = |word: &str| args.iter().position(|a| a == word).unwrap();
+        assert!(at("--tmpfs") < at("--bind"));
+        assert!(args.contains(&"--unshare-all".to_owned()));
+        assert!(!args.iter().any(|a| a == "/etc" || a == "/"), "{args:?}");
+        assert_eq!(args.last().unwrap(), "ls");
+    }
 }

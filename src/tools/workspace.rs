@@ -68,11 +68,27 @@ impl Workspace {
     pub(super) fn existing(&self, path: &str) -> Result<PathBuf, Fail> {
         let relative = self.lexical(path)?;
         let real = fs::canonicalize(self.root.join(&relative)).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Fail::error(format!("no such file or folder: {path}")),
+            io::ErrorKind::NotFound => self.missing(&relative, path),
             _ => Fail::error(format!("cannot open {path}: {e}")),
         })?;
         self.inside(&real)?;
         Ok(real)
+    }
+
+    /// A missing path is refused, not "not found", when the part of it that
+    /// exists already leads out: what is outside is none of the model's
+    /// business, not even whether it exists.
+    fn missing(&self, relative: &Path, path: &str) -> Fail {
+        let outside = relative
+            .ancestors()
+            .skip(1)
+            .find_map(|a| fs::canonicalize(self.root.join(a)).ok())
+            .is_some_and(|real| !real.starts_with(&self.root));
+        if outside {
+            Fail::refused(LEAVES)
+        } else {
+            Fail::error(format!("no such file or folder: {path}"))
+        }
     }
 
     fn inside(&self, real: &Path) -> Result<(), Fail> {
