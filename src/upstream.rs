@@ -79,22 +79,27 @@ where
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, SendError> {
         match self.inner.request(req).await {
             Ok(resp) => Ok(resp.map(from_incoming)),
-            Err(e) if refused(&e) => Err(SendError::Refused(error_chain(&e))),
-            Err(e) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
-            Err(e) => Err(SendError::Other(error_chain(&e))),
+            Err(e) => Err(match refusal(&e) {
+                Some(message) => SendError::Refused(message),
+                None if e.is_connect() => SendError::Connect(error_chain(&e)),
+                None => SendError::Other(error_chain(&e)),
+            }),
         }
     }
 }
 
-fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The [`AddressRefused`] somewhere in an error's chain, as its message
+/// alone: the layers above it ("client error (Connect): dns error") say
+/// nothing a reader needs.
+fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut source = Some(e);
     while let Some(s) = source {
-        if s.is::<AddressRefused>() {
-            return true;
+        if let Some(refused) = s.downcast_ref::<AddressRefused>() {
+            return Some(refused.to_string());
         }
         source = s.source();
     }
-    false
+    None
 }
 
 /// The error and its causes on one line: hyper's top-level message alone

@@ -367,6 +367,25 @@ mod tests {
     }
 
     #[test]
+    fn the_toolbox_and_its_calls_can_be_shared_across_tasks() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            workspace: dir.path().to_path_buf(),
+            enabled: vec!["memory".into()],
+            terminal_allow: vec![],
+            timeout: Duration::from_secs(1),
+            web: WebPolicy::default(),
+        };
+        let tools = Toolbox::new(settings, Duration::from_secs(1)).unwrap();
+        send_sync(&tools);
+        let memory = Memory::new(String::new());
+        send_sync(&memory);
+        send(tools.run("memory", "{}", &memory));
+    }
+
+    #[test]
     fn cap_cuts_on_a_char_boundary_and_says_so() {
         let text = cap("aé".repeat(10), 4, "the file");
         assert!(text.starts_with("aéa\n[cut: the file continues for 26 more bytes]"));
