@@ -14,7 +14,10 @@
 //! - [`route`]: a client's `model` -> the plan of targets
 //! - [`provider`]: `trait Provider`, one attempt: OpenAI-wire or the built-in
 //!   mock; error classification
-//! - [`upstream`]: the pooled hyper client (rustls, HTTP/2 by ALPN)
+//! - [`tools`]: the agent loop's built-in tools (files, search, web, memory,
+//!   terminal) and their sandbox; beside [`provider`], below the pipeline
+//! - [`upstream`]: the pooled hyper client (rustls, HTTP/2 by ALPN); with an
+//!   address-filtering resolver for the agent's `web_fetch`
 //!
 //! Beneath them all: [`auth`], [`metrics`], [`store`] (stored responses: the
 //! embedded SQLite file), [`wire`] (dialects: parsing and

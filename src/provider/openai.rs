@@ -65,7 +65,9 @@ impl OpenAi {
             ))
         })?;
         self.client.send(req).await.map_err(|e| match e {
-            upstream::SendError::Connect(m) => UpstreamError::transport(ErrorKind::ConnectError, m),
+            upstream::SendError::Connect(m) | upstream::SendError::Refused(m) => {
+                UpstreamError::transport(ErrorKind::ConnectError, m)
+            }
             upstream::SendError::Other(m) => UpstreamError::transport(ErrorKind::ServerError, m),
         })
     }
