@@ -2,8 +2,10 @@
 //! the official OpenAI Python SDK (`tests/e2e/run.sh`), the Responses API
 //! through that SDK and the OpenAI Agents SDK against a scripted Chat
 //! Completions upstream, with two client keys and a store that outlives a
-//! restart (`tests/e2e/responses_e2e.py`), and a real Prometheus that scrapes
-//! the proxy and evaluates every dashboard query (`tests/e2e/prometheus_check.sh`).
+//! restart (`tests/e2e/responses_e2e.py`), the server-side agent loop through
+//! that SDK against a scripted model (`tests/e2e/agent_e2e.py`), and a real
+//! Prometheus that scrapes the proxy and evaluates every dashboard query
+//! (`tests/e2e/prometheus_check.sh`).
 //!
 //! They need `pip install openai openai-agents` (or `HERMES_E2E_PYTHON`
 //! naming a Python that has them) and Debian's `prometheus` package;
@@ -85,6 +87,21 @@ fn the_responses_api_keeps_tool_turns_and_conversations_across_restarts_per_key(
         return;
     }
     run_with(&python, "responses_e2e.py", &[]);
+}
+
+/// The server-side agent loop (`agent = true`) through the official SDK: a
+/// scripted model lists, reads and writes workspace files in four steps whose
+/// tool results the proxy feeds back; the same streamed (text of every step,
+/// `hermes.tool.progress` events, no built-in `tool_calls`); a sandbox escape
+/// that comes back to the model as `error:`; memory in the next system prompt.
+#[test]
+fn the_agent_loop_runs_built_in_tools_and_feeds_their_results_back() {
+    let python = python();
+    let has_sdk = succeeds(Command::new(&python).args(["-c", "import openai"]));
+    if require(has_sdk, &format!("the OpenAI Python SDK (for {python})")).is_err() {
+        return;
+    }
+    run_with(&python, "agent_e2e.py", &[]);
 }
 
 #[test]
