@@ -573,3 +573,104 @@ async fn responses_show_built_in_steps_as_function_call_items() {
     let last: Value = serde_json::from_str(last).unwrap();
     assert_eq!(last["response"]["output"][1]["output"], "ship it");
 }
+
+/// The pids of running processes whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> Vec<u32> {
+    let wanted = argv.join("\0") + "\0";
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes())
+        })
+        .collect()
+}
+
+/// Waits (up to 10 s, polling) until `done` holds.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+fn sleeper_config(up: &MockUpstream, ws: &Path) -> String {
+    agent_config(
+        up,
+        ws,
+        "tools = [\"terminal\"]\nterminal_allow = [\"sleep\"]\ntool_timeout = \"60s\"",
+    )
+}
+
+#[tokio::test]
+async fn a_streaming_client_that_goes_away_stops_the_loop_and_kills_its_tool() {
+    let up = MockUpstream::start().await;
+    let ws = workspace();
+    let argv = ["sleep", "3017"];
+    up.push(streamed_calls(
+        "Waiting. ",
+        &[("call_s", "terminal", json!({"command": argv.join(" ")}))],
+    ));
+    up.push(Reply::stream_text("never asked for"));
+    let proxy = Proxy::start(&sleeper_config(&up, ws.path())).await;
+    let mut resp = proxy
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "main", "stream": true,
+            "messages": [{"role": "user", "content": "wait"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("\"running\"") {
+        seen.push_str(&String::from_utf8_lossy(
+            &resp.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    assert!(
+        eventually(|| !processes(&argv).is_empty()).await,
+        "the tool never started"
+    );
+    drop(resp);
+    assert!(
+        eventually(|| processes(&argv).is_empty()).await,
+        "the tool outlived its client"
+    );
+    assert_eq!(up.request_count(), 1, "the loop went on without its client");
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_on_a_whole_answer_kills_its_tool() {
+    let up = MockUpstream::start().await;
+    let ws = workspace();
+    let argv = ["sleep", "3018"];
+    up.push(calls(&[(
+        "call_s",
+        "terminal",
+        json!({"command": argv.join(" ")}),
+    )]));
+    up.push(Reply::chat("never asked for"));
+    let proxy = Proxy::start(&sleeper_config(&up, ws.path())).await;
+    let request = http()
+        .post(proxy.url("/v1/chat/completions"))
+        .timeout(std::time::Duration::from_secs(1))
+        .json(&json!({"model": "main", "messages": [{"role": "user", "content": "wait"}]}))
+        .send();
+    let started = tokio::spawn(request);
+    assert!(
+        eventually(|| !processes(&argv).is_empty()).await,
+        "the tool never started"
+    );
+    assert!(
+        started.await.unwrap().is_err(),
+        "the client should have timed out"
+    );
+    assert!(
+        eventually(|| processes(&argv).is_empty()).await,
+        "the tool outlived its client"
+    );
+    assert_eq!(up.request_count(), 1);
+}
