@@ -174,6 +174,9 @@ async fn a_three_step_task_runs_to_the_end_through_the_sdk() {
         "Notes say: ship it."
     );
     assert_steps_sent(&up);
+    // Kimi's thinking models refuse a tool turn without its reasoning.
+    let second = up.requests()[1].body["messages"].clone();
+    assert_eq!(second[1]["reasoning_content"], "I should look.");
     let metrics = proxy.metrics();
     assert!(
         metrics.contains("hermes_agent_steps_count{route=\"main\"} 1"),
