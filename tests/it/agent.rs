@@ -191,15 +191,14 @@ async fn the_answer_says_how_many_steps_it_took() {
     let ws = workspace();
     script(&up, false);
     let proxy = Proxy::start(&agent_config(&up, ws.path(), "")).await;
-    let resp = proxy
-        .post(
-            "/v1/chat/completions",
-            &json!({"model": "main",
-            "messages": [{"role": "user", "content": "go"}]}),
-        )
-        .await;
+    let resp = proxy.post("/v1/chat/completions", &task("go")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-hermes-agent-steps"], "4");
+}
+
+/// A chat request for `main` with one user message.
+fn task(text: &str) -> Value {
+    json!({"model": "main", "messages": [{"role": "user", "content": text}]})
 }
 
 /// Every `data:` payload of a stream, with the event name before it.
@@ -344,13 +343,7 @@ async fn at_max_steps_the_last_built_in_calls_are_not_run() {
         json!({"path": "never.md", "content": "x"}),
     )]));
     let proxy = Proxy::start(&agent_config(&up, ws.path(), "max_steps = 2")).await;
-    let resp = proxy
-        .post(
-            "/v1/chat/completions",
-            &json!({"model": "main",
-            "messages": [{"role": "user", "content": "go"}]}),
-        )
-        .await;
+    let resp = proxy.post("/v1/chat/completions", &task("go")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-hermes-agent-steps"], "2");
     let body: Value = resp.json().await.unwrap();
@@ -393,11 +386,7 @@ async fn a_failing_tool_is_an_error_message_to_the_model_not_a_failed_request() 
     up.push(Reply::chat("It is not there."));
     let proxy = Proxy::start(&agent_config(&up, ws.path(), "")).await;
     let resp = proxy
-        .post(
-            "/v1/chat/completions",
-            &json!({"model": "main",
-            "messages": [{"role": "user", "content": "read missing.md"}]}),
-        )
+        .post("/v1/chat/completions", &task("read missing.md"))
         .await;
     assert_eq!(resp.status(), 200);
     let sent = up.requests();
@@ -484,13 +473,7 @@ async fn a_session_keeps_the_tool_steps_and_sends_nothing_twice() {
     assert_eq!(last[7]["content"], "really?");
     // Without the header nothing is kept.
     up.push(Reply::chat("Fresh."));
-    proxy
-        .post(
-            "/v1/chat/completions",
-            &json!({"model": "main",
-            "messages": [{"role": "user", "content": "hello"}]}),
-        )
-        .await;
+    proxy.post("/v1/chat/completions", &task("hello")).await;
     assert_eq!(
         up.requests()[4].body["messages"].as_array().unwrap().len(),
         1
@@ -660,7 +643,7 @@ async fn a_client_that_gives_up_on_a_whole_answer_kills_its_tool() {
     let request = http()
         .post(proxy.url("/v1/chat/completions"))
         .timeout(std::time::Duration::from_secs(1))
-        .json(&json!({"model": "main", "messages": [{"role": "user", "content": "wait"}]}))
+        .json(&task("wait"))
         .send();
     let started = tokio::spawn(request);
     assert!(
