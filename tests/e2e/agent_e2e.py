@@ -31,20 +31,15 @@ import itertools
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
-from openai import OpenAI  # noqa: E402
+from harness import ChatUpstream, Proxy, report, run_with_proxy, text_of  # noqa: E402
 
 KEY = "sk-e2e-agent-key-0123456789"
 KEY_NAME = "e2e-agent"
@@ -66,15 +61,6 @@ CALL_IDS = itertools.count(1)
 # Paths the escape case asks for; set by main() once the workspace is known.
 ESCAPE_READS = []
 ESCAPE_WRITE = "../escaped.txt"
-
-
-def text_of(content):
-    """A chat message's content as text, whether a string or a list of parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
 def system_text(messages):
@@ -147,17 +133,8 @@ def usage_for(body):
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-class Upstream(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        if not self.path.endswith("/chat/completions"):
-            # The proxy asks loopback servers for their context window
-            # (Ollama's /api/show); this one has none to tell.
-            self.send_error(404)
-            return
+class Upstream(ChatUpstream):
+    def chat(self, body):
         tool_calls, text = scripted_reply(body["messages"])
         streamed = body.get("stream") is True
         with EXCHANGES_LOCK:
@@ -178,12 +155,7 @@ class Upstream(BaseHTTPRequestHandler):
                   "choices": [{"index": 0, "message": message,
                                "finish_reason": "tool_calls" if tool_calls else "stop"}],
                   "usage": usage}
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(answer)
 
     def stream(self, body, tool_calls, text, usage):
         self.send_response(200)
@@ -216,63 +188,6 @@ class Upstream(BaseHTTPRequestHandler):
             send([], usage=usage)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
-
-
-# ---------------------------------------------------------------- the proxy
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def binary():
-    if os.environ.get("HERMES_BIN"):
-        return os.path.abspath(os.environ["HERMES_BIN"])
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    target = os.environ.get("CARGO_TARGET_DIR", "target")
-    return os.path.join(repo, target, "release", "hermes-proxy")
-
-
-class Proxy:
-    def __init__(self, work, config):
-        self.work, self.config = work, config
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.log_path = os.path.join(work, "proxy.log")
-        self.proc = None
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERMES_")}
-        self.env.update(HERMES_E2E_AGENT_KEY=KEY)
-
-    def start(self, timeout=30):
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(
-                [binary(), "--config", self.config, "--listen", f"127.0.0.1:{self.port}"],
-                cwd=self.work, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the proxy exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except Exception:
-                time.sleep(0.1)
-        raise RuntimeError("the proxy did not become ready")
-
-    def stop(self, timeout=15):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def client(self):
-        return OpenAI(base_url=self.base_url, api_key=KEY, max_retries=0, timeout=30)
 
 
 # ---------------------------------------------------------------- helpers for the cases
@@ -541,34 +456,14 @@ tools = {json.dumps(BUILTIN_TOOLS)}
 [store]
 path = "{os.path.join(work, 'hermes.db')}"
 """)
-    proxy = Proxy(work, config)
-    passed = failed = 0
+    proxy = Proxy(work, config, env={"HERMES_E2E_AGENT_KEY": KEY}, key=KEY)
     try:
-        proxy.start()
-        for name, case in CASES:
-            try:
-                if proxy.proc.poll() is not None:
-                    proxy.start()
-                case(proxy, ws)
-            except Exception as e:  # noqa: BLE001 - every failure is reported
-                failed += 1
-                print(f"FAIL  {name}: {type(e).__name__}: {e}")
-                traceback.print_exc(file=sys.stdout)
-            else:
-                passed += 1
-                print(f"ok    {name}")
-    except Exception as e:  # noqa: BLE001 - the proxy did not start
-        failed += 1
-        print(f"FAIL  starting the proxy: {type(e).__name__}: {e}")
+        passed, failed = run_with_proxy(proxy, CASES, ws)
     finally:
-        proxy.stop()
         upstream.shutdown()
         upstream.server_close()
-        if failed and os.path.exists(proxy.log_path):
-            print(open(proxy.log_path).read()[-3000:])
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return report(passed, failed)
 
 
 if __name__ == "__main__":

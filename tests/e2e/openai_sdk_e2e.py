@@ -14,10 +14,11 @@ summary line `N passed, M failed`. Exit status 1 if any case failed.
 
 import os
 import sys
-import traceback
 
 import openai
 from openai import OpenAI
+
+from harness import report, run_cases
 
 BASE_URL = os.environ.get("OPENAI_BASE_URL")
 if not BASE_URL:
@@ -247,20 +248,8 @@ CASES = [
 
 def main():
     print(f"openai SDK {openai.__version__} against {BASE_URL}")
-    passed = failed = 0
-    for name, case in CASES:
-        try:
-            case()
-        except Exception as e:  # noqa: BLE001 - every failure is reported, not raised
-            failed += 1
-            print(f"FAIL  {name}: {type(e).__name__}: {e}")
-            traceback.print_exc(file=sys.stdout)
-        else:
-            passed += 1
-            print(f"ok    {name}")
-        sys.stdout.flush()
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    passed, failed = run_cases(CASES, lambda case: case())
+    return report(passed, failed)
 
 
 if __name__ == "__main__":

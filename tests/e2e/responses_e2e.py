@@ -25,23 +25,19 @@ import asyncio
 import itertools
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
-import traceback
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 
 import openai  # noqa: E402
 from agents import Agent, Runner, function_tool, set_default_openai_client, set_tracing_disabled  # noqa: E402
-from openai import AsyncOpenAI, OpenAI  # noqa: E402
+from openai import AsyncOpenAI  # noqa: E402
+
+from harness import ChatUpstream, Proxy, report, run_with_proxy, text_of  # noqa: E402
 
 KEY_A = "sk-e2e-key-a-0123456789"
 KEY_B = "sk-e2e-key-b-9876543210"
@@ -49,15 +45,6 @@ KEY_B = "sk-e2e-key-b-9876543210"
 # (request body, answer message) for every chat request the upstream received
 EXCHANGES = []
 CALL_IDS = itertools.count(1)
-
-
-def text_of(content):
-    """A chat message's content as text, whether a string or a list of parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
 def user_texts(messages):
@@ -81,81 +68,14 @@ def scripted_answer(body):
             "content": f"[{len(users)} user turns] you said: {' | '.join(users)}"}, "stop"
 
 
-class Upstream(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        if not self.path.endswith("/chat/completions"):
-            # The proxy asks loopback servers for their context window
-            # (Ollama's /api/show); this one has none to tell.
-            self.send_error(404)
-            return
+class Upstream(ChatUpstream):
+    def chat(self, body):
         message, finish = scripted_answer(body)
         EXCHANGES.append((body, message))
         answer = {"id": "chatcmpl-e2e", "object": "chat.completion", "created": 0, "model": body["model"],
                   "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                   "usage": {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}}
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proxy:
-    """The proxy binary on a fixed port and config; can be stopped and started again."""
-
-    def __init__(self, work, config):
-        self.work, self.config = work, config
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.log_path = os.path.join(work, "proxy.log")
-        self.proc = None
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERMES_") or k == "HERMES_BIN"}
-        self.env.update(HERMES_E2E_KEY_A=KEY_A, HERMES_E2E_KEY_B=KEY_B)
-
-    def start(self, timeout=30):
-        with open(self.log_path, "a") as log:
-            log.write(f"--- start on 127.0.0.1:{self.port}\n")
-            log.flush()
-            self.proc = subprocess.Popen(
-                [os.path.abspath(os.environ["HERMES_BIN"]), "--config", self.config, "--listen", f"127.0.0.1:{self.port}"],
-                cwd=self.work, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the proxy exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except Exception:
-                time.sleep(0.2)
-        raise RuntimeError("the proxy did not become ready")
-
-    def stop(self, timeout=15):
-        """SIGTERM, wait; returns the exit status (None if it had to be killed)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-
-    def client(self, key):
-        return OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=30)
+        self.send_json(answer)
 
 
 # ---------------------------------------------------------------- case: Agents SDK
@@ -345,32 +265,12 @@ path = "{os.path.join(work, 'data', 'hermes.db')}"
 max_responses = 1000
 ttl = "1h"
 """)
-    proxy = Proxy(work, config)
-    passed = failed = 0
+    proxy = Proxy(work, config, env={"HERMES_E2E_KEY_A": KEY_A, "HERMES_E2E_KEY_B": KEY_B})
     try:
-        proxy.start()
-        for name, case in CASES:
-            try:
-                if proxy.proc.poll() is not None:
-                    proxy.start()
-                case(proxy)
-            except Exception as e:  # noqa: BLE001 - every failure is reported
-                failed += 1
-                print(f"FAIL  {name}: {type(e).__name__}: {e}")
-                traceback.print_exc(file=sys.stdout)
-            else:
-                passed += 1
-                print(f"ok    {name}")
-    except Exception as e:  # noqa: BLE001 - the proxy did not start
-        failed += 1
-        print(f"FAIL  starting the proxy: {type(e).__name__}: {e}")
+        passed, failed = run_with_proxy(proxy, CASES)
     finally:
-        proxy.stop()
         upstream.shutdown()
-        if failed:
-            print(open(proxy.log_path).read()[-3000:])
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return report(passed, failed)
 
 
 if __name__ == "__main__":
