@@ -342,6 +342,8 @@ impl Loop {
             usage::completion(&mut completion);
             let reply = Reply::from_completion(&completion);
             self.account(&served, reply.usage);
+            // Without a sink `next` cannot fail: a client that goes away
+            // drops this whole future instead.
             let Ok(Next::Done {
                 calls,
                 finish_reason,
