@@ -83,7 +83,7 @@ pub async fn forward(
             let stream = Streamed {
                 state,
                 label: &plan.label,
-                counted: served.agent.is_some(),
+                agent: served.agent.is_some(),
                 provider: served.provider,
                 estimated_tokens: served.estimated_tokens,
                 deadline,
@@ -242,8 +242,8 @@ pub(super) fn account(
 pub(super) struct Streamed<'a> {
     pub state: &'a State,
     pub label: &'a str,
-    /// Usage already counted by a layer (see `Relay::counted`).
-    pub counted: bool,
+    /// The agent loop's stream (see `Relay::agent`).
+    pub agent: bool,
     pub provider: String,
     pub estimated_tokens: u32,
     pub deadline: Instant,
@@ -272,7 +272,7 @@ impl Streamed<'_> {
             handles: handles.clone(),
             provider: self.provider,
             estimated_tokens: self.estimated_tokens,
-            counted: self.counted,
+            agent: self.agent,
             deadline: self.deadline,
             timeout: self.timeout,
             resume,

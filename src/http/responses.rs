@@ -129,7 +129,7 @@ pub async fn create(
             let stream = Streamed {
                 state,
                 label: &sent.plan.label,
-                counted: served.agent.is_some(),
+                agent: served.agent.is_some(),
                 provider: served.provider,
                 estimated_tokens: served.estimated_tokens,
                 deadline: sent.deadline,

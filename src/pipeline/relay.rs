@@ -47,9 +47,10 @@ pub struct Relay {
     pub provider: String,
     /// Tokens the attempt charged to the provider's `tpm` before sending.
     pub estimated_tokens: u32,
-    /// The stream's usage was already counted by a layer (the agent loop
-    /// counts each of its steps), so it is only noted here.
-    pub counted: bool,
+    /// The stream is the agent loop's: its usage was counted step by step
+    /// (so it is only noted here), and its internal events (tool calls, its
+    /// failure) are honoured; from an upstream they are ignored.
+    pub agent: bool,
     pub deadline: Instant,
     /// The configured `request_timeout`, for the message when `deadline` passes.
     pub timeout: Duration,
@@ -176,7 +177,7 @@ impl Relay {
                 SseEvent::Data {
                     event: Some(name),
                     data,
-                } if name == agent::EVENT => {
+                } if self.agent && name == agent::EVENT => {
                     if let Ok(event) = serde_json::from_str::<ToolEvent>(&data) {
                         let bytes = self.encoder.tool(&event);
                         if tx.send(bytes).await.is_err() {
@@ -184,6 +185,14 @@ impl Relay {
                         }
                     }
                     continue;
+                }
+                SseEvent::Data {
+                    event: Some(name),
+                    data,
+                } if self.agent && name == agent::FAILED => {
+                    let error = serde_json::from_str(&data).unwrap_or_default();
+                    let _ = tx.send(self.encoder.fail(&error)).await;
+                    return None;
                 }
                 SseEvent::Data { data, .. } => data,
             };
@@ -200,7 +209,7 @@ impl Relay {
             match normalize_event(&data) {
                 Ok((bytes, usage)) => {
                     if let Some(usage) = usage {
-                        if !self.counted {
+                        if !self.agent {
                             self.handles
                                 .account(&self.provider, self.estimated_tokens, usage);
                         }

@@ -13,6 +13,9 @@ use super::sse;
 
 /// The internal event's name on the canonical stream.
 pub const EVENT: &str = "hermes.tool";
+/// The internal event that ends an agent stream that failed: its data is
+/// the error in OpenAI's shape, already final (not an upstream's to classify).
+pub const FAILED: &str = "hermes.failed";
 /// The event chat clients get, as Hermes Agent's API server names it.
 pub const PROGRESS: &str = "hermes.tool.progress";
 

@@ -554,6 +554,16 @@ async fn responses_show_built_in_steps_as_function_call_items() {
         })
         .collect();
     assert_eq!(added, ["function_call", "function_call_output", "message"]);
+    let arguments: Vec<&String> = events
+        .iter()
+        .filter(|(name, _)| name.as_deref() == Some("response.function_call_arguments.done"))
+        .map(|(_, data)| data)
+        .collect();
+    assert_eq!(arguments.len(), 1);
+    assert!(
+        arguments[0].contains(r#"{\"path\":\"notes.md\"}"#),
+        "{arguments:?}"
+    );
     let (name, last) = events.last().unwrap();
     assert_eq!(name.as_deref(), Some("response.completed"));
     let last: Value = serde_json::from_str(last).unwrap();
@@ -659,4 +669,90 @@ async fn a_client_that_gives_up_on_a_whole_answer_kills_its_tool() {
         "the tool outlived its client"
     );
     assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_step_answered_without_a_choice_fails_cleanly() {
+    let up = MockUpstream::start().await;
+    let ws = workspace();
+    up.push(Reply::json(
+        200,
+        json!({"id": "x", "object": "chat.completion", "choices": []}),
+    ));
+    let proxy = Proxy::start(&agent_config(&up, ws.path(), "")).await;
+    let resp = proxy.post("/v1/chat/completions", &task("go")).await;
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("answered without a choice"));
+}
+
+#[tokio::test]
+async fn a_later_step_that_breaks_mid_stream_ends_the_stream_with_one_error() {
+    let up = MockUpstream::start().await;
+    let ws = workspace();
+    up.push(streamed_calls(
+        "Looking. ",
+        &[("call_1", "list_files", json!({}))],
+    ));
+    up.push(Reply::stream_text("half an answer and then").cut_after(2));
+    let proxy = Proxy::start(&agent_config(&up, ws.path(), "")).await;
+    let mut body = task("go");
+    body["stream"] = true.into();
+    let resp = proxy.post("/v1/chat/completions", &body).await;
+    assert_eq!(resp.status(), 200);
+    let events = events(resp).await;
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let errors: Vec<Value> = events
+        .iter()
+        .filter(|(_, data)| data.contains("\"error\""))
+        .map(|(_, data)| serde_json::from_str(data).unwrap())
+        .collect();
+    assert_eq!(errors.len(), 1, "{events:?}");
+    let message = errors[0]["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("up: "), "{message}");
+    assert!(!message.starts_with("up: up: "), "{message}");
+    let metrics = proxy.metrics();
+    assert!(
+        metrics
+            .contains("hermes_upstream_requests_total{outcome=\"server_error\",provider=\"up\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_forced_tool_choice_holds_for_the_first_step_only_and_calls_are_capped() {
+    let up = MockUpstream::start().await;
+    let ws = workspace();
+    let many: Vec<(String, &str, Value)> = (0..20)
+        .map(|i| (format!("call_{i}"), "list_files", json!({})))
+        .collect();
+    let many: Vec<(&str, &str, Value)> = many
+        .iter()
+        .map(|(id, name, args)| (id.as_str(), *name, args.clone()))
+        .collect();
+    up.push(calls(&many));
+    up.push(Reply::chat("Listed."));
+    let proxy = Proxy::start(&agent_config(&up, ws.path(), "")).await;
+    let mut body = task("list");
+    body["tool_choice"] = "required".into();
+    let resp = proxy.post("/v1/chat/completions", &body).await;
+    assert_eq!(resp.status(), 200);
+    let sent = up.requests();
+    assert_eq!(sent[0].body["tool_choice"], "required");
+    assert_eq!(sent[1].body["tool_choice"], "auto");
+    let results: Vec<&str> = sent[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(results.len(), 20);
+    assert!(results[..16].iter().all(|r| r.contains("notes.md")));
+    assert!(results[16..]
+        .iter()
+        .all(|r| r.starts_with("error: at most 16")));
 }

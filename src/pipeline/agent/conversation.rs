@@ -131,9 +131,10 @@ impl Conversation {
 
 /// (every message, the transcript as the client has it) once `request` is
 /// added to `stored`: a request that begins with the client's transcript
-/// resends it, and only what follows is new; one that begins like it but
-/// differs rewrote it (an edit, a regenerated answer), and replaces the
-/// session; anything else is only new messages.
+/// resends it, and only what follows is new; another transcript (one that
+/// begins like it, or carries an assistant turn: an edit, a regenerated
+/// answer, a system prompt with today's date) replaces the session, so
+/// nothing is sent twice; anything else is only new messages.
 fn continue_session(stored: Session, request: Vec<Value>) -> (Vec<Value>, Vec<Value>) {
     let Session { mut messages, seen } = stored;
     if seen.is_empty() {
@@ -144,7 +145,9 @@ fn continue_session(stored: Session, request: Vec<Value>) -> (Vec<Value>, Vec<Va
         messages.extend_from_slice(&request[seen.len()..]);
         return (messages, request);
     }
-    if request.first().is_some_and(|first| same(first, &seen[0])) {
+    let transcript = request.first().is_some_and(|first| same(first, &seen[0]))
+        || request.iter().any(|m| m["role"] == "assistant");
+    if transcript {
         return (request.clone(), request);
     }
     let mut seen = seen;
@@ -223,6 +226,22 @@ mod tests {
         assert_eq!(messages.len(), 5);
         assert_eq!(messages[4], user("and b.md?"));
         assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn a_transcript_whose_system_prompt_changed_is_not_sent_twice() {
+        let mut stored = stored();
+        stored
+            .seen
+            .insert(0, json!({"role": "system", "content": "Today is Monday."}));
+        let request = vec![
+            json!({"role": "system", "content": "Today is Tuesday."}),
+            user("read a.md"),
+            json!({"role": "assistant", "content": "It says A."}),
+            user("and b.md?"),
+        ];
+        let (messages, _) = continue_session(stored, request.clone());
+        assert_eq!(messages, request);
     }
 
     #[test]

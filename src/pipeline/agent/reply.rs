@@ -83,7 +83,17 @@ impl Reply {
         }
         let delta = &choice["delta"];
         for piece in delta["tool_calls"].as_array().into_iter().flatten() {
-            let index = piece["index"].as_u64().unwrap_or(0);
+            // A server that sends whole calls without an index: a new id is a
+            // new call, anything else continues the last one.
+            let index = piece["index"].as_u64().unwrap_or_else(|| {
+                let fresh = piece["id"].as_str().is_some_and(|id| {
+                    !id.is_empty() && self.calls.last().is_none_or(|c| c.id != id)
+                });
+                match self.calls.last() {
+                    Some(last) if !fresh => last.index,
+                    _ => self.calls.iter().map(|c| c.index + 1).max().unwrap_or(0),
+                }
+            });
             if !self.calls.iter().any(|c| c.index == index) {
                 self.calls.push(Call {
                     index,
@@ -109,6 +119,19 @@ impl Reply {
             }
         }
         (!visible.is_empty()).then_some(visible)
+    }
+
+    /// Gives calls without an id (some local servers send none), or with
+    /// one used twice, an id of their own: a tool result is matched to its
+    /// call by id, upstream and in the client's transcript.
+    pub fn name_calls(&mut self, step: u32) {
+        let mut seen = std::collections::HashSet::new();
+        for (i, call) in self.calls.iter_mut().enumerate() {
+            if call.id.is_empty() || !seen.insert(call.id.clone()) {
+                call.id = format!("call_hermes_{step}_{i}");
+                seen.insert(call.id.clone());
+            }
+        }
     }
 
     /// The first id, time and model an answer names are the stream's.
@@ -195,6 +218,26 @@ mod tests {
         let message = reply.message(&reply.calls);
         assert_eq!(message["reasoning_content"], "think");
         assert_eq!(message["tool_calls"][0]["function"]["name"], "read_file");
+    }
+
+    #[test]
+    fn calls_without_index_or_id_are_kept_apart_and_named() {
+        let mut reply = Reply::default();
+        for (id, name) in [("call_a", "read_file"), ("call_b", "list_files")] {
+            reply.add_chunk(&json!({"choices": [{"delta": {"tool_calls": [{"id": id,
+                "function": {"name": name, "arguments": "{}"}}]}}]}));
+        }
+        let names: Vec<&str> = reply.calls.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["read_file", "list_files"]);
+
+        let v = json!({"choices": [{"message": {"tool_calls": [
+            {"function": {"name": "read_file", "arguments": "{}"}},
+            {"id": "x", "function": {"name": "list_files", "arguments": "{}"}},
+            {"id": "x", "function": {"name": "memory", "arguments": "{}"}}]}}]});
+        let mut reply = Reply::from_completion(&v);
+        reply.name_calls(3);
+        let ids: Vec<&str> = reply.calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["call_hermes_3_0", "x", "call_hermes_3_2"]);
     }
 
     #[test]

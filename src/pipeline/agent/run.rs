@@ -24,7 +24,7 @@ use crate::body;
 use crate::error::ApiError;
 use crate::pipeline::exchange::{AgentReport, Exchange, Report, RouteService, Served};
 use crate::provider::Answer;
-use crate::tools::{self, Outcome, Toolbox};
+use crate::tools::{self, Outcome, ToolOutput, Toolbox};
 use crate::wire::agent::{Status, StreamId, ToolEvent, ToolStep};
 use crate::wire::chat::Endpoint;
 use crate::wire::sse::SseReader;
@@ -96,6 +96,10 @@ pub async fn run(
         agent.whole().await
     }
 }
+
+/// Built-in calls run at once from one reply; a model asking for hundreds
+/// (of processes, of fetches) gets the rest refused.
+const MAX_CALLS: usize = 16;
 
 /// The names of the client's own tools; one named like a built-in is refused.
 fn client_tools(body: &Map<String, Value>) -> Result<HashSet<String>, ApiError> {
@@ -198,7 +202,8 @@ impl Loop {
     }
 
     /// What `reply` means for the loop; runs its built-in calls.
-    async fn next(&mut self, reply: &Reply, sink: Option<&Sink>) -> Result<Next, Gone> {
+    async fn next(&mut self, reply: &mut Reply, sink: Option<&Sink>) -> Result<Next, Gone> {
+        reply.name_calls(self.steps);
         let (client, builtin): (Vec<Call>, Vec<Call>) = reply
             .calls
             .iter()
@@ -226,6 +231,13 @@ impl Loop {
         }
         self.conversation.remember().await;
         if client.is_empty() {
+            // A forced choice ("required", a named tool) was the first step's:
+            // kept, no reply could ever end the loop.
+            if let Some(choice) = self.template.body.get_mut("tool_choice") {
+                if choice.is_object() || choice == "required" {
+                    *choice = "auto".into();
+                }
+            }
             return Ok(Next::Again);
         }
         Ok(Next::Done {
@@ -266,7 +278,16 @@ impl Loop {
             .enumerate()
             .map(|(i, call)| async move {
                 let started = Instant::now();
-                let output = toolbox.run(&call.name, &call.arguments, memory).await;
+                let output = if i < MAX_CALLS {
+                    toolbox.run(&call.name, &call.arguments, memory).await
+                } else {
+                    ToolOutput {
+                        outcome: Outcome::Error,
+                        text: format!(
+                            "error: at most {MAX_CALLS} tool calls run per reply; call the rest again"
+                        ),
+                    }
+                };
                 (i, output, started.elapsed())
             })
             .collect();
@@ -339,8 +360,17 @@ impl Loop {
                     served.provider
                 )])
             })?;
+            if !completion
+                .pointer("/choices/0")
+                .is_some_and(Value::is_object)
+            {
+                return Err(ApiError::AllFailed(vec![format!(
+                    "{}: answered without a choice",
+                    served.provider
+                )]));
+            }
             usage::completion(&mut completion);
-            let reply = Reply::from_completion(&completion);
+            let mut reply = Reply::from_completion(&completion);
             self.account(&served, reply.usage);
             // Without a sink `next` cannot fail: a client that goes away
             // drops this whole future instead.
@@ -348,7 +378,7 @@ impl Loop {
                 calls,
                 finish_reason,
                 message,
-            }) = self.next(&reply, None).await
+            }) = self.next(&mut reply, None).await
             else {
                 continue;
             };
@@ -406,7 +436,14 @@ impl Loop {
         // The attempt read the first event already: it names the stream.
         let shown = match events.next().await {
             Ok(Some(chunk)) => reply.add_chunk(&chunk).unwrap_or_default(),
-            _ => Map::new(),
+            Ok(None) => Map::new(),
+            Err(e) => {
+                return Err(ApiError::AllFailed(vec![format!(
+                    "{}: {}",
+                    served.provider,
+                    e.summary()
+                )]))
+            }
         };
         let stream = StreamId {
             id: if reply.id.is_empty() {
@@ -500,6 +537,14 @@ impl Loop {
                     Ok(Some(chunk)) => show = step.reply.add_chunk(&chunk),
                     Ok(None) => break,
                     Err(e) => {
+                        let handles = &self.shared.handles;
+                        let outcome = e.kind.as_str();
+                        handles
+                            .metrics
+                            .upstream_requests
+                            .with_label_values(&[&step.provider, outcome])
+                            .inc();
+                        tracing::warn!(provider = %step.provider, outcome, "agent step's stream failed after it began: {}", e.message);
                         let mut error = e.to_openai_json();
                         error["error"]["message"] =
                             format!("{}: {}", step.provider, e.message).into();
@@ -516,7 +561,7 @@ impl Loop {
                 calls,
                 finish_reason,
                 message,
-            } = self.next(&step.reply, Some(sink)).await?
+            } = self.next(&mut step.reply, Some(sink)).await?
             {
                 let json_calls: Vec<Value> = calls.iter().map(Call::to_json).collect();
                 let mut seen = json!({"role": "assistant", "content": text});

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use crate::wire::agent::{StreamId, ToolEvent};
+use crate::wire::agent::{self, StreamId, ToolEvent};
 use crate::wire::sse;
 
 /// The client went away (the relay dropped the stream).
@@ -82,11 +82,10 @@ impl Sink {
         self.send(Bytes::from_static(sse::DONE)).await
     }
 
-    /// The loop failed after the stream began: an error event the relay
-    /// ends the stream with, in the client's dialect.
+    /// The loop failed after the stream began: the relay ends the stream
+    /// with `error` (OpenAI's shape) in the client's dialect.
     pub async fn fail(&self, error: Value) {
-        let _ = self
-            .send(sse::data(&serde_json::to_vec(&error).unwrap_or_default()))
-            .await;
+        let json = serde_json::to_vec(&error).unwrap_or_default();
+        let _ = self.send(sse::named(agent::FAILED, &json)).await;
     }
 }

@@ -350,11 +350,25 @@ impl StreamEncoder for ResponseEvents {
                 "status": "completed"}),
         };
         let index = self.output_index();
+        let mut added = item.clone();
+        if event.status == Status::Running {
+            added["arguments"] = "".into();
+            added["status"] = "in_progress".into();
+        }
         self.emit(
             &mut out,
             "response.output_item.added",
-            json!({"output_index": index, "item": item}),
+            json!({"output_index": index, "item": added}),
         );
+        if event.status == Status::Running {
+            let id = &item["id"];
+            let (delta, done) = (
+                json!({"item_id": id, "output_index": index, "delta": event.arguments}),
+                json!({"item_id": id, "output_index": index, "arguments": event.arguments}),
+            );
+            self.emit(&mut out, "response.function_call_arguments.delta", delta);
+            self.emit(&mut out, "response.function_call_arguments.done", done);
+        }
         self.emit(
             &mut out,
             "response.output_item.done",
