@@ -32,7 +32,25 @@ fn settings(ws: &Path) -> Settings {
         terminal_allow: vec![],
         timeout: Duration::from_secs(30),
         web: WebPolicy::default(),
+        private: vec![],
     }
+}
+
+#[test]
+fn a_workspace_that_holds_the_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inside = Settings {
+        private: vec![dir.path().join("data/hermes.db")],
+        ..settings(dir.path())
+    };
+    let err = Toolbox::new(inside, Duration::from_secs(1)).err().unwrap();
+    assert!(err.contains("data/hermes.db"), "{err}");
+    let ws = dir.path().join("workspace");
+    let beside = Settings {
+        private: vec![dir.path().join("data/hermes.db")],
+        ..settings(&ws)
+    };
+    assert!(Toolbox::new(beside, Duration::from_secs(1)).is_ok());
 }
 
 fn toolbox(ws: &Path) -> Toolbox {

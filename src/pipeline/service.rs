@@ -69,7 +69,8 @@ pub fn build(config: &Config, handles: &Arc<Handles>, layers: &Layers) -> Arc<Ro
     );
     // One toolbox for every agent route of this config.
     let toolbox = config.routes.iter().any(|r| r.agent).then(|| {
-        let settings = tools::Settings::from_config(&config.agent);
+        let mut settings = tools::Settings::from_config(&config.agent);
+        settings.private.push(config.store.path.clone().into());
         tools::Toolbox::new(settings, config.defaults.connect_timeout)
             .map(Arc::new)
             .inspect_err(|why| tracing::error!("agent routes cannot run their tools: {why}"))

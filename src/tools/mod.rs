@@ -39,6 +39,9 @@ pub struct Settings {
     /// Applied to every call by [`Toolbox::run`].
     pub timeout: Duration,
     pub web: WebPolicy,
+    /// Files of the proxy's own the tools must never reach (the store, with
+    /// every key's responses): a workspace that holds one is refused.
+    pub private: Vec<PathBuf>,
 }
 
 impl Settings {
@@ -52,6 +55,7 @@ impl Settings {
                 allow_private: agent.web_allow_private,
                 ..WebPolicy::default()
             },
+            private: vec![],
         }
     }
 }
@@ -66,6 +70,16 @@ const TOOLS: [(&str, &str); 7] = [
     ("memory", "🧠"),
     ("terminal", "💻"),
 ];
+
+/// Whether `file` (which may not exist yet) is inside `root` (canonical).
+fn inside(root: &std::path::Path, file: &std::path::Path) -> bool {
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let (Some(dir), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+        return false;
+    };
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    dir.join(name).starts_with(root)
+}
 
 pub fn is_builtin(name: &str) -> bool {
     TOOLS.iter().any(|(n, _)| *n == name)
@@ -240,6 +254,16 @@ impl Toolbox {
             }
         }
         let workspace = workspace::Workspace::create(&settings.workspace)?;
+        for file in &settings.private {
+            if inside(workspace.root(), file) {
+                return Err(format!(
+                    "the workspace {} holds {}, which the tools could then read: \
+                     put the workspace beside it",
+                    workspace.root().display(),
+                    file.display()
+                ));
+            }
+        }
         let wants_terminal = enabled.contains(&"terminal");
         let terminal =
             terminal::Terminal::new(settings.terminal_allow, workspace.root(), wants_terminal);
@@ -377,6 +401,7 @@ mod tests {
             terminal_allow: vec![],
             timeout: Duration::from_secs(1),
             web: WebPolicy::default(),
+            private: vec![],
         };
         let tools = Toolbox::new(settings, Duration::from_secs(1)).unwrap();
         send_sync(&tools);

@@ -111,7 +111,12 @@ impl Web {
                 .unwrap_or("")
                 .to_ascii_lowercase();
             let (bytes, cut) = read_capped(resp.into_body()).await?;
-            let text = cap(to_text(&bytes, &content_type)?, MAX_TEXT, "the page");
+            // Reducing 2 MiB of HTML takes a while: not on an async worker,
+            // where nothing (not even the tool's timeout) could interrupt it.
+            let text = tokio::task::spawn_blocking(move || to_text(&bytes, &content_type))
+                .await
+                .map_err(|e| Fail::error(format!("reading the page failed: {e}")))??;
+            let text = cap(text, MAX_TEXT, "the page");
             let text = if cut {
                 format!("{text}\n[cut: only the first 2 MiB of the page were read]")
             } else {
