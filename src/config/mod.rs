@@ -86,6 +86,21 @@ pub struct Config {
 pub struct Server {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// A client must finish sending its request headers within this.
+    #[serde(serialize_with = "show::duration")]
+    pub header_read_timeout: Duration,
+    /// ... and its body within this (else 408 `request_timeout`).
+    #[serde(serialize_with = "show::duration")]
+    pub body_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    #[serde(serialize_with = "show::duration")]
+    pub idle_timeout: Duration,
+    /// Open client connections; beyond it new ones wait in the backlog.
+    pub max_connections: u32,
+    /// A non-streamed upstream answer larger than this: 502, no retry.
+    pub max_answer_bytes: usize,
+    /// An SSE line or event larger than this ends the stream with an error.
+    pub max_event_bytes: usize,
     pub cors_origins: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_key_env: Option<String>,
@@ -126,6 +141,9 @@ pub struct Defaults {
     pub max_retry_wait: Duration,
     #[serde(serialize_with = "show::duration")]
     pub cooldown: Duration,
+    /// Every hint (Retry-After, reset headers, Kimi's text) is capped at this.
+    #[serde(serialize_with = "show::duration")]
+    pub max_cooldown: Duration,
 }
 
 impl Default for Defaults {
@@ -139,6 +157,7 @@ impl Default for Defaults {
             backoff_max: Duration::from_secs(8),
             max_retry_wait: Duration::from_secs(10),
             cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(3600),
         }
     }
 }

@@ -38,6 +38,12 @@ section! {
     pub(super) struct RawServer {
         listen: SocketAddr,
         max_body_bytes: usize,
+        header_read_timeout: NonZero,
+        body_read_timeout: NonZero,
+        idle_timeout: NonZero,
+        max_connections: u32,
+        max_answer_bytes: usize,
+        max_event_bytes: usize,
         cors_origins: Vec<Field<String>>,
         admin_key_env: EnvVar,
         keys: Entries<RawClientKey>,
@@ -68,6 +74,7 @@ section! {
         backoff_max: Duration,
         max_retry_wait: Duration,
         cooldown: Duration,
+        max_cooldown: NonZero,
     }
 }
 

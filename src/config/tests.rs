@@ -9,18 +9,18 @@ use super::read::DURATION_HINT;
 use super::validate::DEFAULT_TOOLS;
 use super::*;
 
-fn no_env(_: &str) -> Option<String> {
+pub(super) fn no_env(_: &str) -> Option<String> {
     None
 }
 
-fn parse_ok(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Config {
+pub(super) fn parse_ok(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Config {
     match parse(text, "routes.toml", env) {
         Ok(config) => config,
         Err(errors) => panic!("unexpected errors: {errors:#?}"),
     }
 }
 
-fn parse_err(text: &str) -> Vec<ConfigError> {
+pub(super) fn parse_err(text: &str) -> Vec<ConfigError> {
     match parse(text, "routes.toml", &no_env) {
         Ok(_) => panic!("expected errors"),
         Err(errors) => errors,
@@ -28,13 +28,13 @@ fn parse_err(text: &str) -> Vec<ConfigError> {
 }
 
 /// The single error on `line`, failing if there is not exactly one.
-fn error_on(errors: &[ConfigError], line: usize) -> &ConfigError {
+pub(super) fn error_on(errors: &[ConfigError], line: usize) -> &ConfigError {
     let on_line: Vec<_> = errors.iter().filter(|e| e.line == line).collect();
     assert_eq!(on_line.len(), 1, "errors on line {line}: {errors:#?}");
     on_line[0]
 }
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
 [providers.demo]
 kind = "mock"
 
@@ -558,8 +558,9 @@ fn show_round_trips() {
     let env = |var: &str| (var != "OPENROUTER_API_KEY").then(|| "sk-hidden".to_string());
     let full = format!(
         "[server]\nlisten = \"0.0.0.0:9000\"\nadmin_key_env = \"ADMIN\"\n\
+         idle_timeout = \"2m\"\nmax_connections = 50\nmax_event_bytes = 1024\n\
          [[server.keys]]\nname = \"a\"\nkey_env = \"KEY_A\"\nrpm = 5\nroutes = [\"default\", \"m/*\"]\n\
-         [defaults]\ncooldown = \"1m 30s\"\n\
+         [defaults]\ncooldown = \"1m 30s\"\nmax_cooldown = \"10m\"\n\
          [providers.m]\nkind = \"mock\"\nfirst_byte_delay = \"1s\"\nrate_limit_ratio = 0.5\n\
          [routes.w]\nstrategy = \"weighted\"\ncompression = \"off\"\nresume = true\n\
          targets = [{{ provider = \"m\", model = \"x\", weight = 3, context_window = 4096 }}]\n\
@@ -581,6 +582,12 @@ fn show_round_trips() {
         let (a, b) = (&again.server, &config.server);
         assert_eq!(a.listen, b.listen);
         assert_eq!(a.max_body_bytes, b.max_body_bytes);
+        assert_eq!(a.header_read_timeout, b.header_read_timeout);
+        assert_eq!(a.body_read_timeout, b.body_read_timeout);
+        assert_eq!(a.idle_timeout, b.idle_timeout);
+        assert_eq!(a.max_connections, b.max_connections);
+        assert_eq!(a.max_answer_bytes, b.max_answer_bytes);
+        assert_eq!(a.max_event_bytes, b.max_event_bytes);
         assert_eq!(a.cors_origins, b.cors_origins);
         assert_eq!(a.admin_key_env, b.admin_key_env);
         assert_eq!(a.admin_key, b.admin_key);
@@ -633,3 +640,5 @@ fn wrong_shapes_are_reported_once_each() {
     assert!(messages.contains(&"unknown key `colour` in target 2 of [routes.r]"));
     assert!(messages.contains(&"unknown provider `a` in target 2 of [routes.r]"));
 }
+
+mod limits;

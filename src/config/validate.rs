@@ -19,6 +19,12 @@ use super::{
 };
 
 const DEFAULT_MAX_BODY_BYTES: usize = 10_485_760;
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+const DEFAULT_MAX_ANSWER_BYTES: usize = 33_554_432;
+const DEFAULT_MAX_EVENT_BYTES: usize = 8_388_608;
 const DEFAULT_WORKSPACE: &str = "./workspace";
 const DEFAULT_STORE_PATH: &str = "./data/hermes.db";
 const DEFAULT_MAX_RESPONSES: u32 = 10_000;
@@ -166,6 +172,13 @@ impl<'r, 'a> Checker<'r, 'a> {
         Server {
             listen,
             max_body_bytes: get(s.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            header_read_timeout: get(s.header_read_timeout)
+                .map_or(DEFAULT_HEADER_READ_TIMEOUT, |v| v.0),
+            body_read_timeout: get(s.body_read_timeout).map_or(DEFAULT_BODY_READ_TIMEOUT, |v| v.0),
+            idle_timeout: get(s.idle_timeout).map_or(DEFAULT_IDLE_TIMEOUT, |v| v.0),
+            max_connections: get(s.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_answer_bytes: get(s.max_answer_bytes).unwrap_or(DEFAULT_MAX_ANSWER_BYTES),
+            max_event_bytes: get(s.max_event_bytes).unwrap_or(DEFAULT_MAX_EVENT_BYTES),
             cors_origins: get(s.cors_origins)
                 .unwrap_or_default()
                 .into_iter()
@@ -248,7 +261,22 @@ impl<'r, 'a> Checker<'r, 'a> {
             backoff_max: get(d.backoff_max).unwrap_or(base.backoff_max),
             max_retry_wait: get(d.max_retry_wait).unwrap_or(base.max_retry_wait),
             cooldown: get(d.cooldown).unwrap_or(base.cooldown),
+            max_cooldown: d
+                .max_cooldown
+                .as_ref()
+                .map_or(base.max_cooldown, |f| f.value.0),
         };
+        if defaults.cooldown > defaults.max_cooldown {
+            let line = d.max_cooldown.as_ref().map_or(d.at.line, |f| f.line);
+            let message = format!(
+                "`cooldown` ({}) is longer than `max_cooldown` ({}) {}",
+                humantime::format_duration(defaults.cooldown),
+                humantime::format_duration(defaults.max_cooldown),
+                d.at.text
+            );
+            let hint = "max_cooldown caps every cooldown, the default one too".to_string();
+            self.cx.error(line, message, Some(hint));
+        }
         if defaults.backoff_base > defaults.backoff_max {
             let message = format!(
                 "`backoff_base` ({}) is longer than `backoff_max` ({}) {}",
