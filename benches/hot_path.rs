@@ -134,7 +134,7 @@ fn sse(c: &mut Criterion) {
     // relay does; reported per event.
     g.bench_function("relay_stream_100_chunks", |b| {
         b.iter_batched(
-            || SseReader::new(body::full(upstream.clone())),
+            || SseReader::new(body::full(upstream.clone()), 8 << 20),
             |mut reader| {
                 rt.block_on(async {
                     let mut out = 0usize;

@@ -59,6 +59,7 @@ pub fn build(config: &Config, handles: &Arc<Handles>, layers: &Layers) -> Arc<Ro
     let failover = Failover::new(
         handles.clone(),
         config.defaults.clone(),
+        crate::provider::Limits::from_config(config),
         vec![
             Box::new(FitHook::new(handles.clone(), config.compression.clone())),
             Box::new(LimitsHook::new(

@@ -95,6 +95,31 @@ pub enum Answer {
     },
 }
 
+/// What bounds one attempt: `[defaults]`' timing and hint cap, `[server]`'s
+/// answer sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Bounds the wait for the status line and, when streaming, the first event.
+    pub first_byte_timeout: Duration,
+    /// Every retry or busy hint an upstream gives is cut to this.
+    pub max_cooldown: Duration,
+    /// A non-streamed answer larger than this is refused.
+    pub max_answer_bytes: usize,
+    /// A streamed event (or line) larger than this ends the stream.
+    pub max_event_bytes: usize,
+}
+
+impl Limits {
+    pub fn from_config(config: &config::Config) -> Self {
+        Limits {
+            first_byte_timeout: config.defaults.first_byte_timeout,
+            max_cooldown: config.defaults.max_cooldown,
+            max_answer_bytes: config.server.max_answer_bytes,
+            max_event_bytes: config.server.max_event_bytes,
+        }
+    }
+}
+
 /// A successful attempt.
 pub struct Success {
     pub answer: Answer,
@@ -109,24 +134,34 @@ enum Head {
 }
 
 /// One attempt against one provider. `body` already names the target's model.
-/// `first_byte_timeout` bounds the wait for the status line and, when
-/// streaming, the first event.
+///
+/// Whatever the upstream sends stays within `limits`: its hints are cut to
+/// `max_cooldown` here, before any decision uses them, and its answer is
+/// read within `max_answer_bytes` / `max_event_bytes`. The provider's key,
+/// should the upstream echo it, is masked in answers as in errors.
 pub async fn attempt(
     provider: &dyn Provider,
     endpoint: Endpoint,
     body: &Map<String, Value>,
-    first_byte_timeout: Duration,
+    limits: &Limits,
 ) -> Result<Success, UpstreamError> {
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let first_byte_timeout = limits.first_byte_timeout;
+    let secret = provider.secret().filter(|k| !k.is_empty());
     let mut busy_for = None;
     let head = async {
         let resp = provider.send(endpoint, body, stream).await?;
         if !resp.status().is_success() {
             return Err(read::error(resp).await);
         }
-        busy_for = classify::retry_hint(resp.headers(), "", SystemTime::now());
+        busy_for = classify::busy_hint(resp.headers(), SystemTime::now())
+            .map(|busy| busy.min(limits.max_cooldown));
         if stream && read::is_event_stream(&resp) {
-            return read::first_event(resp).await.map(Head::Stream);
+            let events = read::Events {
+                max_bytes: limits.max_event_bytes,
+                secret,
+            };
+            return read::first_event(resp, events).await.map(Head::Stream);
         }
         Ok(Head::Json(resp))
     };
@@ -140,17 +175,49 @@ pub async fn attempt(
                 )
             })??;
         match head {
-            Head::Stream(answer) => Ok(answer),
-            // Some servers ignore `stream`; the client still gets a stream.
-            Head::Json(resp) if stream => {
-                read::json(resp, endpoint).await.map(read::json_as_stream)
+            Head::Stream(answer) => Ok::<_, UpstreamError>(answer),
+            Head::Json(resp) => {
+                let answer = read::json(resp, endpoint, limits.max_answer_bytes).await?;
+                let answer = mask_answer(answer, secret);
+                // Some servers ignore `stream`; the client still gets a stream.
+                Ok(if stream {
+                    read::json_as_stream(answer)
+                } else {
+                    answer
+                })
             }
-            Head::Json(resp) => read::json(resp, endpoint).await,
         }
     };
     match answer.await {
         Ok(answer) => Ok(Success { answer, busy_for }),
-        Err(err) => Err(scrub(err, provider.secret())),
+        Err(mut err) => {
+            err.retry_after = err.retry_after.map(|hint| hint.min(limits.max_cooldown));
+            Err(scrub(err, secret))
+        }
+    }
+}
+
+/// The key in a JSON answer, as bytes: looked for on the raw body (one
+/// memchr-driven pass), rewritten only in the rare answer that has it.
+fn mask_answer(answer: Answer, secret: Option<&str>) -> Answer {
+    let (Answer::Json { body, usage }, Some(key)) = (&answer, secret) else {
+        return answer;
+    };
+    let finder = memchr::memmem::Finder::new(key.as_bytes());
+    if finder.find(body).is_none() {
+        return answer;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = finder.find(rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"***");
+        rest = &rest[at + key.len()..];
+    }
+    out.extend_from_slice(rest);
+    Answer::Json {
+        body: Bytes::from(out),
+        usage: *usage,
     }
 }
 

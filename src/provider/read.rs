@@ -18,8 +18,12 @@ use crate::wire::usage::{self as normalize, Usage};
 
 /// An upstream error body larger than this is cut: it is only read for its message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
-/// Answers are bounded by the provider; this only stops a runaway upstream.
-const JSON_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// How a stream's events are read.
+pub(super) struct Events<'a> {
+    pub(super) max_bytes: usize,
+    pub(super) secret: Option<&'a str>,
+}
 
 pub(super) fn is_event_stream(resp: &Response<Body>) -> bool {
     resp.headers()
@@ -35,37 +39,48 @@ pub(super) async fn error(resp: Response<Body>) -> UpstreamError {
     classify::classify(parts.status, &parts.headers, &bytes, SystemTime::now())
 }
 
-/// Reads until the body ends, fails, or passes `limit` bytes (the rest is
-/// left unread); says how it stopped.
-async fn read_up_to(mut body: Body, limit: usize) -> (Bytes, Result<(), String>) {
+/// How reading a body stopped early.
+enum Cut {
+    TooLarge,
+    Broke(String),
+}
+
+/// Reads until the body ends, fails, or would pass `limit` bytes (the rest
+/// is left unread, and nothing past `limit` is held); says how it stopped.
+async fn read_up_to(mut body: Body, limit: usize) -> (Bytes, Result<(), Cut>) {
     let mut bytes = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
-                    bytes.extend_from_slice(&data);
-                    if bytes.len() > limit {
-                        return (
-                            bytes.freeze(),
-                            Err(format!("answer is larger than {limit} bytes")),
-                        );
+                    let room = limit - bytes.len();
+                    if data.len() > room {
+                        bytes.extend_from_slice(&data[..room]);
+                        return (bytes.freeze(), Err(Cut::TooLarge));
                     }
+                    bytes.extend_from_slice(&data);
                 }
             }
-            Err(e) => return (bytes.freeze(), Err(e.to_string())),
+            Err(e) => return (bytes.freeze(), Err(Cut::Broke(e.to_string()))),
         }
     }
     (bytes.freeze(), Ok(()))
 }
 
+/// A non-streamed answer, read within `max_bytes`.
 pub(super) async fn json(
     resp: Response<Body>,
     endpoint: Endpoint,
+    max_bytes: usize,
 ) -> Result<Answer, UpstreamError> {
     let bad = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
     let (parts, body) = resp.into_parts();
-    let (bytes, read) = read_up_to(body, JSON_BODY_LIMIT).await;
-    read.map_err(|e| bad(format!("upstream answer broke off: {e}")))?;
+    let (bytes, read) = read_up_to(body, max_bytes).await;
+    match read {
+        Ok(()) => {}
+        Err(Cut::TooLarge) => return Err(too_large(max_bytes)),
+        Err(Cut::Broke(e)) => return Err(bad(format!("upstream answer broke off: {e}"))),
+    }
     if let Some(usage) = skim(&bytes, endpoint) {
         return Ok(Answer::Json { body: bytes, usage });
     }
@@ -197,9 +212,29 @@ fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
     Some(normalize::usage(&skeleton))
 }
 
-pub(super) async fn first_event(resp: Response<Body>) -> Result<Answer, UpstreamError> {
+/// An answer over `max_answer_bytes`: a 502 for the client, returned at
+/// once. Not retried and not failed over: the same question would likely
+/// draw an answer as large again, and each attempt would hold that much.
+fn too_large(max_bytes: usize) -> UpstreamError {
+    let mut err = UpstreamError::transport(
+        ErrorKind::ClientError,
+        format!(
+            "the upstream answer is larger than max_answer_bytes ({max_bytes} bytes); \
+             not retried (raise [server] max_answer_bytes to accept it)"
+        ),
+    );
+    err.status = 502;
+    err.error_type = Some("server_error".into());
+    err.code = Some("upstream_error".into());
+    err
+}
+
+pub(super) async fn first_event(
+    resp: Response<Body>,
+    events: Events<'_>,
+) -> Result<Answer, UpstreamError> {
     let broke = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
-    let mut reader = SseReader::new(resp.into_body());
+    let mut reader = SseReader::new(resp.into_body(), events.max_bytes).mask(events.secret);
     loop {
         match reader.next().await {
             Ok(Some(SseEvent::Comment)) => continue,

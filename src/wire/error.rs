@@ -7,17 +7,26 @@ use http::{header, HeaderValue, Response};
 use serde_json::{json, Value};
 
 use crate::body::{full, Body};
-use crate::error::{secs_ceil, ApiError, UpstreamError};
+use crate::error::{secs_ceil, ApiError, ErrorKind, UpstreamError};
 
 impl UpstreamError {
-    /// The OpenAI-shaped body for returning a client error as the upstream said it.
+    /// The OpenAI-shaped body: a client error as the upstream said it, or a
+    /// stream's failure. What the upstream did not name follows the cause: a
+    /// break is the upstream's fault, not the client's request.
     pub fn to_openai_json(&self) -> Value {
+        let (error_type, code) = match self.kind {
+            ErrorKind::ClientError => ("invalid_request_error", None),
+            ErrorKind::ContextLength => ("invalid_request_error", Some("context_length_exceeded")),
+            ErrorKind::RateLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
+            ErrorKind::Timeout => ("timeout_error", Some("upstream_timeout")),
+            _ => ("server_error", Some("upstream_error")),
+        };
         json!({
             "error": {
                 "message": self.message,
-                "type": self.error_type.as_deref().unwrap_or("invalid_request_error"),
+                "type": self.error_type.as_deref().unwrap_or(error_type),
                 "param": self.param,
-                "code": self.code,
+                "code": self.code.as_deref().or(code),
             }
         })
     }

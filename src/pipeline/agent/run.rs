@@ -473,7 +473,8 @@ impl Loop {
         let answer = Served {
             answer: Answer::Stream {
                 first,
-                rest: Some(SseReader::new(body)),
+                // Our own events, each made from an answer already read within its bounds.
+                rest: Some(SseReader::new(body, usize::MAX)),
             },
             provider: served.provider,
             model: served.model,

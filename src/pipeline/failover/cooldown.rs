@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::Defaults;
+
 /// A failed target's strikes are forgotten this long after its cooldown ended.
 const MEMORY: Duration = Duration::from_secs(600);
 /// Rate limits without a hint escalate up to this many times `cooldown`.
@@ -19,6 +21,8 @@ const RATE_LIMIT_CAP_FACTOR: u32 = 16;
 /// Quota and auth failures: nothing changes until a human acts; start long.
 const EXHAUSTED_BASE: Duration = Duration::from_secs(300);
 const EXHAUSTED_CAP: Duration = Duration::from_secs(3600);
+/// Longer than any process lives (tokio's own "never" is 30 years).
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// Why a target is being cooled down, which sets how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,18 +65,20 @@ impl Cooldowns {
         (entry.until > now).then(|| (entry.until - now, entry.reason))
     }
 
-    /// Starts (or extends) a cooldown and returns its length.
+    /// Starts (or extends) a cooldown and returns its length: `cooldown`
+    /// based, never longer than `max_cooldown`, whatever the hint said.
     pub fn cool(
         &self,
         provider: &str,
         model: &str,
         reason: Reason,
         hint: Option<Duration>,
-        base: Duration,
+        d: &Defaults,
         now: Instant,
     ) -> Duration {
+        let base = d.cooldown;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, e| e.until + MEMORY > now);
+        entries.retain(|_, e| e.until.checked_add(MEMORY).is_none_or(|t| t > now));
         let entry = entries
             .entry((provider.to_owned(), model.to_owned()))
             .or_insert(Entry {
@@ -84,15 +90,22 @@ impl Cooldowns {
         let doubling = 1u32 << (entry.strikes - 1).min(16);
         let length = match (reason, hint) {
             (Reason::RateLimited, Some(hint)) => hint,
-            (Reason::RateLimited, None) => base * doubling.min(RATE_LIMIT_CAP_FACTOR),
-            (Reason::Exhausted, _) => (EXHAUSTED_BASE * doubling).min(EXHAUSTED_CAP),
+            (Reason::RateLimited, None) => base.saturating_mul(doubling.min(RATE_LIMIT_CAP_FACTOR)),
+            (Reason::Exhausted, _) => EXHAUSTED_BASE.saturating_mul(doubling).min(EXHAUSTED_CAP),
             (Reason::Failing, hint) => hint.unwrap_or(base),
         };
-        if now + length >= entry.until {
-            entry.until = now + length;
+        let length = length.min(d.max_cooldown);
+        // A max_cooldown of centuries may pass the clock's range: then as
+        // far as it reaches.
+        let until = now
+            .checked_add(length)
+            .or_else(|| now.checked_add(FAR_FUTURE))
+            .unwrap_or(now);
+        if until >= entry.until {
+            entry.until = until;
             entry.reason = reason;
         }
-        entry.until - now
+        entry.until.saturating_duration_since(now)
     }
 
     /// A success: the target is healthy and its strikes are forgotten.
@@ -118,7 +131,10 @@ impl Cooldowns {
 mod tests {
     use super::*;
 
-    const BASE: Duration = Duration::from_secs(30);
+    /// `cooldown` 30 s, `max_cooldown` 1 h.
+    fn d() -> Defaults {
+        Defaults::default()
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_limit_hint_sets_the_cooldown_and_it_expires() {
@@ -129,7 +145,7 @@ mod tests {
             "k2",
             Reason::RateLimited,
             Some(Duration::from_secs(7)),
-            BASE,
+            &d(),
             now,
         );
         assert_eq!(d, Duration::from_secs(7));
@@ -149,7 +165,7 @@ mod tests {
         for _ in 0..7 {
             let now = Instant::now();
             lengths.push(
-                c.cool("p", "m", Reason::RateLimited, None, BASE, now)
+                c.cool("p", "m", Reason::RateLimited, None, &d(), now)
                     .as_secs(),
             );
             tokio::time::advance(Duration::from_secs(3600)).await; // let each one expire
@@ -161,7 +177,7 @@ mod tests {
         let now = Instant::now();
         let lengths: Vec<u64> = (0..7)
             .map(|_| {
-                c.cool("p", "m", Reason::RateLimited, None, BASE, now)
+                c.cool("p", "m", Reason::RateLimited, None, &d(), now)
                     .as_secs()
             })
             .collect();
@@ -173,18 +189,18 @@ mod tests {
         let c = Cooldowns::default();
         let now = Instant::now();
         assert_eq!(
-            c.cool("p", "m", Reason::Exhausted, None, BASE, now),
+            c.cool("p", "m", Reason::Exhausted, None, &d(), now),
             Duration::from_secs(300)
         );
         assert_eq!(
-            c.cool("p", "m", Reason::Exhausted, None, BASE, now),
+            c.cool("p", "m", Reason::Exhausted, None, &d(), now),
             Duration::from_secs(600)
         );
         assert!(c.cooling_providers(now).contains("p"));
         c.clear("p", "m");
         assert_eq!(c.remaining("p", "m", now), None);
         assert_eq!(
-            c.cool("p", "m", Reason::Exhausted, None, BASE, now),
+            c.cool("p", "m", Reason::Exhausted, None, &d(), now),
             Duration::from_secs(300)
         );
     }
@@ -193,13 +209,13 @@ mod tests {
     async fn a_shorter_new_cooldown_never_cuts_a_longer_one() {
         let c = Cooldowns::default();
         let now = Instant::now();
-        c.cool("p", "m", Reason::Exhausted, None, BASE, now);
+        c.cool("p", "m", Reason::Exhausted, None, &d(), now);
         let d = c.cool(
             "p",
             "m",
             Reason::RateLimited,
             Some(Duration::from_secs(1)),
-            BASE,
+            &d(),
             now,
         );
         assert_eq!(d, Duration::from_secs(300));
@@ -207,5 +223,41 @@ mod tests {
             c.remaining("p", "m", now),
             Some((Duration::from_secs(300), Reason::Exhausted))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_hint_cools_a_target_down_longer_than_max_cooldown() {
+        let c = Cooldowns::default();
+        let now = Instant::now();
+        for hint in [Duration::from_secs(1_000_000_000_000), Duration::MAX] {
+            let left = c.cool("p", "m", Reason::RateLimited, Some(hint), &d(), now);
+            assert_eq!(left, Duration::from_secs(3600));
+        }
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(c.remaining("p", "m", Instant::now()), None);
+
+        // A max_cooldown past the clock's range cools as long as it can.
+        let centuries = Defaults {
+            max_cooldown: Duration::MAX,
+            ..d()
+        };
+        let left = c.cool(
+            "q",
+            "m",
+            Reason::Failing,
+            Some(Duration::MAX),
+            &centuries,
+            now,
+        );
+        assert!(left >= FAR_FUTURE, "{left:?}");
+        // Escalation saturates too.
+        let huge_base = Defaults {
+            cooldown: Duration::MAX / 2,
+            max_cooldown: Duration::MAX,
+            ..d()
+        };
+        for _ in 0..3 {
+            c.cool("r", "m", Reason::RateLimited, None, &huge_base, now);
+        }
     }
 }

@@ -146,7 +146,9 @@ impl AttemptHook for LimitsHook {
             };
             let waited = ctx.last
                 && wait <= self.max_retry_wait
-                && Instant::now() + wait < ctx.exchange.deadline;
+                && Instant::now()
+                    .checked_add(wait)
+                    .is_some_and(|at| at < ctx.exchange.deadline);
             if !waited {
                 return Phase::Skip {
                     line: format!("{}: over its configured rpm/tpm", target.provider.name),

@@ -36,6 +36,7 @@ use rules::{decide, Decision, Failures};
 pub struct Failover {
     handles: Arc<Handles>,
     defaults: Arc<Defaults>,
+    limits: provider::Limits,
     hooks: Arc<[Box<dyn AttemptHook>]>,
 }
 
@@ -43,11 +44,13 @@ impl Failover {
     pub fn new(
         handles: Arc<Handles>,
         defaults: Defaults,
+        limits: provider::Limits,
         hooks: Vec<Box<dyn AttemptHook>>,
     ) -> Self {
         Failover {
             handles,
             defaults: Arc::new(defaults),
+            limits,
             hooks: hooks.into(),
         }
     }
@@ -119,13 +122,9 @@ impl Failover {
             body.insert("model".into(), Value::String(target.model.clone()));
 
             let started = Instant::now();
-            let result = provider::attempt(
-                &*target.adapter,
-                ctx.exchange.endpoint,
-                body,
-                defaults.first_byte_timeout,
-            )
-            .await;
+            let result =
+                provider::attempt(&*target.adapter, ctx.exchange.endpoint, body, &self.limits)
+                    .await;
             let took = started.elapsed();
             ctx.upstream_time += took;
             metrics
@@ -148,7 +147,7 @@ impl Failover {
                             &target.model,
                             Reason::RateLimited,
                             Some(busy),
-                            defaults.cooldown,
+                            defaults,
                             Instant::now(),
                         );
                     }
@@ -204,7 +203,7 @@ impl Failover {
                             &target.model,
                             reason,
                             err.retry_after,
-                            defaults.cooldown,
+                            defaults,
                             Instant::now(),
                         );
                         if reason == Reason::RateLimited {
@@ -224,7 +223,10 @@ impl Failover {
             } else {
                 failures.only_rate_limits = false;
             }
-            if attempts >= defaults.max_attempts || Instant::now() + wait >= ctx.exchange.deadline {
+            let past_deadline = Instant::now()
+                .checked_add(wait)
+                .is_none_or(|at| at >= ctx.exchange.deadline);
+            if attempts >= defaults.max_attempts || past_deadline {
                 // Out of attempts or time: report what happened instead of a
                 // timeout, and let the next requests skip a target that said wait.
                 if err.kind == ErrorKind::RateLimited {
@@ -233,7 +235,7 @@ impl Failover {
                         &target.model,
                         Reason::RateLimited,
                         err.retry_after,
-                        defaults.cooldown,
+                        defaults,
                         Instant::now(),
                     );
                 }

@@ -88,7 +88,7 @@ pub(super) fn decide(err: &UpstreamError, last: bool, retries_here: u32, d: &Def
         ErrorKind::ClientError | ErrorKind::ContextLength => Decision::Return,
         ErrorKind::RateLimited => match err.retry_after {
             Some(hint) if last && hint <= d.max_retry_wait => {
-                Decision::Retry(hint + jitter(hint / 10))
+                Decision::Retry(hint.saturating_add(jitter(hint / 10)))
             }
             _ => Decision::Next(Some(Reason::RateLimited)),
         },

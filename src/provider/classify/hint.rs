@@ -151,13 +151,14 @@ pub(super) fn parse_go_duration(text: &str) -> Option<Duration> {
             "h" => 3600 * NANOS_PER_SEC,
             _ => return None,
         };
-        total = total.checked_add(parse_decimal(number, unit_nanos)?)?;
+        total = total.saturating_add(parse_decimal(number, unit_nanos)?);
         rest = tail;
     }
     (!text.is_empty()).then_some(total)
 }
 
-/// A non-negative decimal ("7", "1.5", "1500.25") times a unit in nanoseconds.
+/// A non-negative decimal ("7", "1.5", "1500.25") times a unit in
+/// nanoseconds; one too large for a `Duration` is `Duration::MAX`.
 pub(super) fn parse_decimal(text: &str, unit_nanos: u128) -> Option<Duration> {
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
@@ -166,10 +167,11 @@ pub(super) fn parse_decimal(text: &str, unit_nanos: u128) -> Option<Duration> {
     }
     // Digits beyond nanosecond precision of the largest unit change nothing.
     let frac = &frac[..frac.len().min(18)];
+    // Only digits: a failed parse is an overflow.
     let whole: u128 = if whole.is_empty() {
         0
     } else {
-        whole.parse().ok()?
+        whole.parse().unwrap_or(u128::MAX)
     };
     let frac_value: u128 = if frac.is_empty() {
         0
@@ -177,10 +179,12 @@ pub(super) fn parse_decimal(text: &str, unit_nanos: u128) -> Option<Duration> {
         frac.parse().ok()?
     };
     let nanos = whole
-        .checked_mul(unit_nanos)?
-        .checked_add(frac_value * unit_nanos / 10u128.pow(frac.len() as u32))?;
-    let secs = u64::try_from(nanos / NANOS_PER_SEC).ok()?;
-    Some(Duration::new(secs, (nanos % NANOS_PER_SEC) as u32))
+        .saturating_mul(unit_nanos)
+        .saturating_add(frac_value * unit_nanos / 10u128.pow(frac.len() as u32));
+    Some(match u64::try_from(nanos / NANOS_PER_SEC) {
+        Ok(secs) => Duration::new(secs, (nanos % NANOS_PER_SEC) as u32),
+        Err(_) => Duration::MAX,
+    })
 }
 
 /// An RFC 3339 time, as Anthropic's reset headers send it. humantime reads

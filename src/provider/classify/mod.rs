@@ -71,11 +71,25 @@ pub fn retry_hint(headers: &HeaderMap, message: &str, now: SystemTime) -> Option
     hint(headers, message, now, false)
 }
 
+/// On a 2xx: how long the target is busy though this request got through,
+/// the latest reset of a bucket the upstream says is spent
+/// (`x-ratelimit-remaining-*: 0`). A `Retry-After` on a success asks for
+/// nothing (some servers send one on every answer) and is ignored.
+pub fn busy_hint(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    // Every successful reply is asked and nearly none carries a hint: one
+    // pass over the names beats a parsed lookup per name.
+    if !headers.keys().any(|n| is_hint_header(n.as_str())) {
+        return None;
+    }
+    bucket_reset(headers, now, false)
+}
+
 /// `throttled`: the reply was a 429, so a bucket without a remaining count may
 /// be the one that stopped us.
+///
+/// A hint too large for a `Duration` reads as the longest one rather than as
+/// none: the upstream did say "long", and the caller's `max_cooldown` cuts it.
 fn hint(headers: &HeaderMap, message: &str, now: SystemTime, throttled: bool) -> Option<Duration> {
-    // Every successful reply is asked (is the target busy?) and nearly none
-    // carries a hint: one pass over the names beats a parsed lookup per name.
     if !throttled && message.is_empty() && !headers.keys().any(|n| is_hint_header(n.as_str())) {
         return None;
     }
@@ -941,6 +955,44 @@ mod tests {
             retry_hint(&HeaderMap::new(), "Please try again later.", now()),
             None
         );
+    }
+
+    #[test]
+    fn hints_beyond_any_duration_read_as_the_longest_not_as_none() {
+        let huge = "18446744073709551615";
+        let cases = [
+            headers(&[("retry-after", huge)]),
+            headers(&[("retry-after-ms", &format!("{huge}{huge}"))]),
+            headers(&[("x-ratelimit-reset-requests", &format!("{huge}s"))]),
+            headers(&[("x-ratelimit-reset-tokens", &format!("{huge}h{huge}m"))]),
+        ];
+        for h in &cases {
+            let hint = hint(h, "", now(), true).expect("a hint");
+            assert!(
+                hint >= Duration::from_secs(u64::MAX / 1000),
+                "{h:?}: {hint:?}"
+            );
+        }
+        let year_9999 = headers(&[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")]);
+        let hint = retry_hint(&year_9999, "", now()).expect("a hint");
+        assert!(hint > Duration::from_secs(7_000 * 365 * 86_400));
+    }
+
+    #[test]
+    fn a_success_is_busy_only_for_a_spent_bucket_never_for_retry_after() {
+        let retry = headers(&[("retry-after", "1000000000000"), ("retry-after-ms", "5")]);
+        assert_eq!(busy_hint(&retry, now()), None);
+        let spent = headers(&[
+            ("retry-after", "7"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1m30s"),
+        ]);
+        assert_eq!(busy_hint(&spent, now()), Some(Duration::from_secs(90)));
+        let room = headers(&[
+            ("x-ratelimit-remaining-requests", "5"),
+            ("x-ratelimit-reset-requests", "1m30s"),
+        ]);
+        assert_eq!(busy_hint(&room, now()), None);
     }
 
     #[test]
