@@ -10,6 +10,7 @@ mod chat;
 mod compression;
 mod errors;
 mod failover;
+mod hostile_upstream;
 mod load;
 mod metrics;
 mod probe;
