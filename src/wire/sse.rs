@@ -147,25 +147,31 @@ impl SseReader {
                 self.partial.extend_from_slice(&head);
                 self.partial.split().freeze()
             };
-            if let Some(event) = self.line(strip_eol(&line)) {
+            if let Some(event) = self.line(strip_eol(&line))? {
                 return Ok(Scan::Event(event));
             }
         }
         Ok(Scan::Drained)
     }
 
-    fn line(&mut self, line: &[u8]) -> Option<SseEvent> {
+    fn line(&mut self, line: &[u8]) -> Result<Option<SseEvent>, BoxError> {
         if line.is_empty() {
-            return self.flush();
+            return Ok(self.flush());
         }
         if line[0] == b':' {
-            return self.data.is_none().then_some(SseEvent::Comment);
+            return Ok(self.data.is_none().then_some(SseEvent::Comment));
         }
         let text = String::from_utf8_lossy(line);
         let (field, value) = match text.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
             None => (&*text, ""),
         };
+        // Invalid UTF-8 grows as it is replaced (one byte, three of U+FFFD),
+        // so the line's size alone does not bound what is kept.
+        let kept = matches!(field, "data" | "event");
+        if kept && self.held() + value.len() + 1 > self.max_event_bytes {
+            return Err(self.too_large());
+        }
         match field {
             "data" => match &mut self.data {
                 Some(d) => {
@@ -178,7 +184,7 @@ impl SseReader {
             _ => {} // id, retry: nothing the proxy needs
         }
         self.note();
-        None
+        Ok(None)
     }
 
     fn flush(&mut self) -> Option<SseEvent> {
