@@ -209,7 +209,12 @@ impl hermes_proxy::pipeline::compress::Summarizer for InstantSummarizer {
     fn cached(&self, key: u64) -> Option<String> {
         self.0.get(&key).cloned()
     }
-    async fn summarize(&mut self, middle: Vec<Value>, key: u64) -> Result<String, String> {
+    async fn summarize(
+        &mut self,
+        middle: Vec<Value>,
+        key: u64,
+        _limit: u32,
+    ) -> Result<String, String> {
         let text = format!(
             "Goal: port the parser. {} messages summarized.",
             middle.len()

@@ -5,11 +5,13 @@
 //! restart (`tests/e2e/responses_e2e.py`), the server-side agent loop through
 //! that SDK against a scripted model (`tests/e2e/agent_e2e.py`), and a real
 //! Prometheus that scrapes the proxy and evaluates every dashboard query
-//! (`tests/e2e/prometheus_check.sh`).
+//! (`tests/e2e/prometheus_check.sh`), and the official OpenAI Node SDK
+//! (`tests/e2e/node_sdk_e2e.mjs`: chat, streams, tools, errors).
 //!
 //! They need `pip install openai openai-agents` (or `HERMES_E2E_PYTHON`
-//! naming a Python that has them) and Debian's `prometheus` package;
-//! `.ci/run` installs them.
+//! naming a Python that has them), Debian's `prometheus` package, and node
+//! with npm's `openai` (`HERMES_E2E_NODE_MODULES` naming the `node_modules`
+//! that holds it, else `target/ci-node/node_modules`); `.ci/run` installs them.
 //! Without them each check says what is missing and is skipped, except under
 //! CI (`CI` set), where a missing tool is a failure.
 
@@ -102,6 +104,33 @@ fn the_agent_loop_runs_built_in_tools_and_feeds_their_results_back() {
         return;
     }
     run_with(&python, "agent_e2e.py", &[]);
+}
+
+/// The OpenAI Node SDK against a scripted upstream: chat, a stream with
+/// usage, a stream the client aborts, tool calls whole and streamed with the
+/// result sent back, and NotFound / BadRequest / RateLimit errors as typed.
+#[test]
+fn the_official_openai_node_sdk_works_against_the_proxy() {
+    let modules = std::env::var("HERMES_E2E_NODE_MODULES")
+        .unwrap_or_else(|_| format!("{REPO}/target/ci-node/node_modules"));
+    let has_node = succeeds(Command::new("node").arg("--version"));
+    let has_sdk = std::path::Path::new(&modules)
+        .join("openai/package.json")
+        .is_file();
+    if require(has_node, "node").is_err()
+        || require(
+            has_sdk,
+            &format!("the OpenAI Node SDK (npm openai, in {modules})"),
+        )
+        .is_err()
+    {
+        return;
+    }
+    run_with(
+        "node",
+        "node_sdk_e2e.mjs",
+        &[("HERMES_E2E_NODE_MODULES", modules)],
+    );
 }
 
 #[test]

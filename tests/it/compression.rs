@@ -276,3 +276,132 @@ async fn asks_local_servers_for_their_window_before_the_first_request() {
         assert!(up.probes().iter().any(|p| p.path == path));
     }
 }
+
+/// Finding 8: an OpenAI-kind server that answers the probes' paths with JSON
+/// that holds no window (a catch-all handler, a different API) must not
+/// teach one; the conversation goes out whole.
+#[tokio::test]
+async fn a_probe_answer_that_states_no_window_teaches_nothing() {
+    let up = MockUpstream::start().await;
+    up.on_get("/props", Reply::json(200, json!({"status": "ok"})));
+    up.on_get(
+        "/api/show",
+        Reply::json(200, json!({"object": "list", "data": []})),
+    );
+    let proxy = Proxy::start(&config(&up.base_url(), None, "")).await;
+    let conversation = agent_conversation(120);
+    let resp = send(&proxy, &conversation, false).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        !resp.headers().contains_key("x-hermes-compressed"),
+        "compressed for a window nobody stated"
+    );
+    assert!(up.probes().iter().any(|p| p.path == "/api/show"));
+    let sent = up.requests().last().unwrap().body["messages"].clone();
+    assert_eq!(sent.as_array().unwrap().len(), conversation.len());
+}
+
+/// The route a new user writes: a local 16k model configured as 128k (or
+/// not at all), and the request's own route as the summarizer.
+fn new_user_config(url: &str, window: Option<u32>) -> String {
+    let window = window
+        .map(|w| format!(", context_window = {w}"))
+        .unwrap_or_default();
+    format!(
+        "[providers.local]\nkind = \"openai\"\nbase_url = \"{url}\"\n\n\
+         [routes.main]\ntargets = [{{ provider = \"local\", model = \"qwen\"{window} }}]\n"
+    )
+}
+
+/// A long chat with no tool outputs to clear: only a summary can shrink it.
+fn chat_conversation(turns: usize) -> Vec<Value> {
+    let mut m = vec![json!({"role": "user", "content": "Plan the migration with me."})];
+    for i in 0..turns {
+        m.push(json!({"role": "assistant", "content": format!("Part {i}: {}", "analysis ".repeat(400))}));
+        m.push(
+            json!({"role": "user", "content": format!("Noted {i}. {}", "question ".repeat(40))}),
+        );
+    }
+    m
+}
+
+fn words(r: &crate::support::mock_upstream::Recorded) -> usize {
+    r.raw_body.split(|b| b.is_ascii_whitespace()).count()
+}
+
+fn is_summary_request(r: &crate::support::mock_upstream::Recorded) -> bool {
+    r.body["messages"][0]["content"]
+        .as_str()
+        .is_some_and(|s| s.contains("Decisions made"))
+}
+
+/// Issue 13's new-user scenario: the upstream's stated 16384 beats the
+/// configured 131072, and the summarizer's own requests are planned for it.
+#[tokio::test]
+async fn a_stated_window_smaller_than_the_configured_one_wins_and_bounds_the_summarizer() {
+    for configured in [Some(131072), None] {
+        stated_window_bounds_every_request(configured).await;
+    }
+}
+
+async fn stated_window_bounds_every_request(configured: Option<u32>) {
+    let up = MockUpstream::start().await;
+    up.enforce_context(16384, openai_overflow(16384));
+    let proxy = Proxy::start(&new_user_config(&up.base_url(), configured)).await;
+    let conversation = chat_conversation(150);
+    let resp = send(&proxy, &conversation, false).await;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    assert_eq!(status, 200, "{:?}", resp.text().await);
+    assert!(headers.contains_key("x-hermes-compressed"));
+    let requests = up.requests();
+    // Only the first request could not know the window.
+    assert!(words(&requests[0]) > 16384);
+    let summaries: Vec<_> = requests.iter().filter(|r| is_summary_request(r)).collect();
+    // A middle of some 60k tokens goes to a 16k model in chunks.
+    assert!(summaries.len() >= 4, "{} summary requests", summaries.len());
+    for r in &requests[1..] {
+        assert!(
+            words(r) <= 16384,
+            "{configured:?}: a {} request of {} words went to a 16384-token model",
+            if is_summary_request(r) {
+                "summary"
+            } else {
+                "chat"
+            },
+            words(r)
+        );
+    }
+    assert_well_formed(
+        requests.last().unwrap().body["messages"]
+            .as_array()
+            .unwrap(),
+        &conversation,
+    );
+    // Learned once, the window holds for the next request: no failed attempt.
+    let before = up.request_count();
+    let resp = send(&proxy, &conversation, false).await;
+    assert_eq!(resp.status(), 200);
+    assert!(up.requests()[before..].iter().all(|r| words(r) <= 16384));
+}
+
+/// When even compression cannot make it fit, the 400 names the window in
+/// force (the stated one, not the configured one) and how far it got.
+#[tokio::test]
+async fn the_too_long_error_states_the_window_in_force() {
+    let up = MockUpstream::start().await;
+    up.enforce_context(16384, openai_overflow(16384));
+    let proxy = Proxy::start(&new_user_config(&up.base_url(), Some(131072))).await;
+    let mut conversation = agent_conversation(40);
+    conversation.push(json!({"role": "assistant", "content": "Ready."}));
+    conversation.push(json!({"role": "user", "content": "word ".repeat(20000)}));
+    let resp = send(&proxy, &conversation, false).await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("16384"), "{msg}");
+    assert!(!msg.contains("131072"), "{msg}");
+    assert!(msg.contains("context window is 16384 tokens"), "{msg}");
+    assert!(msg.contains("down to"), "{msg}");
+}

@@ -84,18 +84,22 @@ impl AttemptHook for FitHook {
             if err.kind != ErrorKind::ContextLength {
                 return Phase::Go;
             }
-            if !ctx.exchange.plan.compression {
-                return Phase::Fail(ApiError::Upstream(err.clone()));
-            }
             let provider = target.provider.name.as_str();
             let windows = &self.handles.windows;
-            // The upstream's own verdict beats our estimate: remember the
-            // limit it states, compress for it, and try the same target again.
+            // The upstream's own verdict beats our estimate and our config:
+            // remember the limit it states, also for requests that are not
+            // compressed here (a summarizer plans its next request with it).
             if let Some(limit) = stated_limit(&err.message) {
                 windows.learn(provider, &target.model, limit);
             }
+            if !ctx.exchange.plan.compression {
+                return Phase::Fail(ApiError::Upstream(err.clone()));
+            }
             let fitting = ctx.state.get_or_insert_default::<Fitting>().clone();
-            let window = match (windows.of(target), fitting.compressed_for) {
+            let known = windows.of(target);
+            let window = match (known, fitting.compressed_for) {
+                // Refused although it was compressed for this window: the
+                // upstream counts more tokens than we do; aim lower.
                 (Some(known), Some(tried)) if known >= tried => tried * 3 / 4,
                 (Some(known), _) => known,
                 (None, _) => {
@@ -104,17 +108,31 @@ impl AttemptHook for FitHook {
                 }
             };
             if fitting.rounds >= MAX_COMPRESSIONS {
+                let last = fitting
+                    .compressed_for
+                    .map(|w| format!(", the last for {w} tokens"))
+                    .unwrap_or_default();
                 return Phase::Fail(ApiError::ContextLength(format!(
-                    "{provider}: {} (still too long after {MAX_COMPRESSIONS} compressions)",
+                    "{provider}: {} (still too long after {MAX_COMPRESSIONS} compressions{last})",
                     err.message
                 )));
             }
             match self.shrink(ctx, window).await {
                 Ok(()) => Phase::Again,
-                Err(too_long) => Phase::Skip {
-                    line: format!("{provider}: {}; {too_long}", err.message),
-                    rate_limited: None,
-                },
+                Err(too_long) => {
+                    let aim = match known {
+                        Some(known) if known != window => format!(
+                            " (aiming below the {known}-token window, which the upstream counts fuller than we do)"
+                        ),
+                        Some(_) => String::new(),
+                        None => " (the upstream stated no window; aiming below the prompt it refused)"
+                            .to_owned(),
+                    };
+                    Phase::Skip {
+                        line: format!("{provider}: {}; {too_long}{aim}", err.message),
+                        rate_limited: None,
+                    }
+                }
             }
         })
     }

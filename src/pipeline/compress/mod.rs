@@ -36,8 +36,10 @@ pub use super::exchange::Report;
 pub use crate::config::CompressionSettings as Settings;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("the conversation needs {needed} tokens ({prompt} prompt + {reserve} reserved for the answer) but the context window is {window} tokens, and compression could only bring the prompt down to {prompt}")]
+#[error("the conversation needs {needed} tokens ({prompt} prompt + {reserve} reserved for the answer) but the context window is {window} tokens; compression brought the prompt from {before} down to {prompt} tokens")]
 pub struct TooLong {
+    /// The prompt before compression.
+    pub before: u32,
     pub prompt: u32,
     pub reserve: u32,
     pub needed: u32,
@@ -106,7 +108,7 @@ pub fn fits(body: &Map<String, Value>, window: u32) -> bool {
     count(messages) + reserve <= usable
 }
 
-fn usable(window: u32) -> u32 {
+pub(crate) fn usable(window: u32) -> u32 {
     (f64::from(window) * (1.0 - SAFETY_MARGIN)) as u32
 }
 
@@ -114,11 +116,12 @@ fn usable(window: u32) -> u32 {
 pub trait Summarizer {
     /// A summary written earlier for the messages with this key.
     fn cached(&self, key: u64) -> Option<String>;
-    /// Summarizes `middle`; `key` identifies it for `cached`.
+    /// Summarizes `middle` in about `limit` tokens; `key` identifies it for `cached`.
     fn summarize(
         &mut self,
         middle: Vec<Value>,
         key: u64,
+        limit: u32,
     ) -> impl Future<Output = Result<String, String>> + Send;
 }
 
@@ -186,7 +189,10 @@ pub async fn compress(
             None => {
                 let key = keys.last().map_or(0, |&(_, key)| key);
                 let middle = messages[split.head..split.tail].to_vec();
-                match summarizer.summarize(middle, key).await {
+                // What the kept head and recent turns leave of the target.
+                let kept = count(&messages[..split.head]) + count(&messages[split.tail..]);
+                let limit = target.saturating_sub(kept).max(256);
+                match summarizer.summarize(middle, key, limit).await {
                     Ok(summary) => Some(with_summary(&messages, split.head, split.tail, &summary)),
                     Err(e) => {
                         tracing::warn!("summarizer failed, dropping the oldest turns instead: {e}");
@@ -214,6 +220,7 @@ pub async fn compress(
     }
     let prompt = count(&messages);
     Err(TooLong {
+        before,
         prompt,
         reserve,
         needed: prompt + reserve,
@@ -334,30 +341,6 @@ fn drop_oldest(messages: &mut Vec<Value>, budget: u32) -> Option<usize> {
     (dropped > 0).then_some(dropped)
 }
 
-/// The summarizer's request messages for one part of the conversation.
-pub fn summary_request(middle: &[Value]) -> Vec<Value> {
-    let transcript: String = middle
-        .iter()
-        .map(|m| {
-            let role = m["role"].as_str().unwrap_or("?");
-            let content = match &m["content"] {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
-            };
-            let calls = m
-                .get("tool_calls")
-                .map(|c| format!(" [tool calls: {c}]"))
-                .unwrap_or_default();
-            format!("{role}: {content}{calls}\n")
-        })
-        .collect();
-    vec![
-        json!({"role": "system", "content": "You compress conversations for an AI assistant that has run out of context. Write a faithful, dense summary so the assistant can continue without the original messages. Use these headings: Goal; Decisions made; Facts and results (numbers, names, paths verbatim); Files and code touched; Open questions and next steps. Do not invent anything."}),
-        json!({"role": "user", "content": format!("Summarize this part of the conversation:\n\n{transcript}")}),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,6 +423,7 @@ mod tests {
             &mut self,
             middle: Vec<Value>,
             key: u64,
+            _limit: u32,
         ) -> impl Future<Output = Result<String, String>> + Send {
             self.calls.push(middle.len());
             let result = if self.fail {
@@ -574,6 +558,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.window, 1000);
         assert!(err.prompt > 1000);
+        assert!(err.before >= err.prompt);
         assert!(err.to_string().contains("context window is 1000 tokens"));
     }
 

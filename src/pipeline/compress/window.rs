@@ -1,8 +1,10 @@
 //! Context windows: what each target can take.
 //!
-//! A target's window is its `context_window` from routes.toml, else the limit
-//! an earlier context-length error stated for it (remembered here), so the
-//! next request is compressed before it is sent.
+//! A target's window is the smallest one its upstream has stated (in a
+//! context-length error, or in a probe answer that holds one; remembered
+//! here), else its `context_window` from routes.toml: a server knows its own
+//! limit better than a configuration written for another one, so the next
+//! request is compressed before it is sent.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,9 +29,14 @@ pub struct Windows {
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Windows {
+    /// Remembers a window the upstream stated; the smallest statement holds,
+    /// since an upstream that refused a size once will refuse it again.
     pub fn learn(&self, provider: &str, model: &str, window: u32) {
         let mut map = self.learned.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert((provider.to_owned(), model.to_owned()), Some(window));
+        let known = map
+            .entry((provider.to_owned(), model.to_owned()))
+            .or_default();
+        *known = Some(known.map_or(window, |k| k.min(window)));
     }
 
     /// For a target on a local server with no known window, asks the server
@@ -69,17 +76,22 @@ impl Windows {
             .or_insert(found);
     }
 
-    /// The configured window, else a learned one.
+    /// The window in force: a stated one smaller than the configured one wins.
     pub fn of(&self, candidate: &Target) -> Option<u32> {
-        candidate.context_window.or_else(|| {
+        let stated = {
             let map = self.learned.lock().unwrap_or_else(|e| e.into_inner());
             if map.is_empty() {
-                return None;
+                None
+            } else {
+                map.get(&(candidate.provider.name.clone(), candidate.model.clone()))
+                    .copied()
+                    .flatten()
             }
-            map.get(&(candidate.provider.name.clone(), candidate.model.clone()))
-                .copied()
-                .flatten()
-        })
+        };
+        match (stated, candidate.context_window) {
+            (Some(s), Some(c)) => Some(s.min(c)),
+            (s, c) => s.or(c),
+        }
     }
 }
 
@@ -99,7 +111,13 @@ fn is_local(base_url: &str) -> bool {
 }
 
 /// Ollama's default `num_ctx`: it truncates prompts beyond it silently.
-const OLLAMA_DEFAULT_NUM_CTX: u32 = 4096;
+const OLLAMA_DEFAULT_NUM_CTX: u64 = 4096;
+
+/// Only a positive window that fits a u32 is a statement; 0 or an overflow
+/// is a server saying nothing useful.
+fn window_of(n: u64) -> Option<u32> {
+    u32::try_from(n).ok().filter(|&n| n > 0)
+}
 
 async fn probe_window(client: &Client, base: &str, model: &str) -> Option<u32> {
     let root = base.strip_suffix("/v1").unwrap_or(base);
@@ -111,7 +129,7 @@ async fn probe_window(client: &Client, base: &str, model: &str) -> Option<u32> {
             .flatten()
             .find(|m| m["id"] == model);
         if let Some(n) = listed.and_then(|m| m["max_model_len"].as_u64()) {
-            return u32::try_from(n).ok();
+            return window_of(n);
         }
     }
     // llama.cpp
@@ -120,7 +138,7 @@ async fn probe_window(client: &Client, base: &str, model: &str) -> Option<u32> {
             .as_u64()
             .or_else(|| v["n_ctx"].as_u64());
         if let Some(n) = n {
-            return u32::try_from(n).ok();
+            return window_of(n);
         }
     }
     // Ollama: the window in effect is num_ctx (set in the Modelfile, else the
@@ -132,6 +150,13 @@ async fn probe_window(client: &Client, base: &str, model: &str) -> Option<u32> {
         Some(json!({"model": model})),
     )
     .await?;
+    ollama_window(&v)
+}
+
+/// The window an `/api/show` answer states. Ollama's default `num_ctx`
+/// applies only to an answer that is Ollama's (it names the trained
+/// length): any other JSON on that path states nothing.
+fn ollama_window(v: &Value) -> Option<u32> {
     let trained = v["model_info"]
         .as_object()
         .and_then(|info| info.iter().find(|(k, _)| k.ends_with(".context_length")))
@@ -140,8 +165,12 @@ async fn probe_window(client: &Client, base: &str, model: &str) -> Option<u32> {
         p.lines()
             .find_map(|l| l.trim().strip_prefix("num_ctx")?.trim().parse::<u64>().ok())
     });
-    let window = num_ctx.unwrap_or(u64::from(OLLAMA_DEFAULT_NUM_CTX));
-    u32::try_from(trained.map_or(window, |t| t.min(window))).ok()
+    let window = match (trained, num_ctx) {
+        (None, None) => return None,
+        (Some(t), n) => t.min(n.unwrap_or(OLLAMA_DEFAULT_NUM_CTX)),
+        (None, Some(n)) => n,
+    };
+    window_of(window)
 }
 
 async fn get_json(
@@ -202,6 +231,37 @@ fn first_number(s: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ollama_answer_states_a_window_and_other_json_does_not() {
+        let show = |v: Value| ollama_window(&v);
+        assert_eq!(
+            show(json!({"model_info": {"llama.context_length": 131072}})),
+            Some(4096)
+        );
+        assert_eq!(
+            show(
+                json!({"model_info": {"llama.context_length": 8192}, "parameters": "num_ctx 32768"})
+            ),
+            Some(8192)
+        );
+        assert_eq!(show(json!({"parameters": "num_ctx 16384"})), Some(16384));
+        assert_eq!(show(json!({"status": "ok"})), None);
+        assert_eq!(
+            show(json!({"model_info": {}, "parameters": "stop x"})),
+            None
+        );
+        assert_eq!(show(json!({"parameters": "num_ctx 0"})), None);
+    }
+
+    #[test]
+    fn the_smallest_stated_window_holds() {
+        let windows = Windows::default();
+        windows.learn("p", "m", 16384);
+        windows.learn("p", "m", 32768);
+        let map = windows.learned.lock().unwrap();
+        assert_eq!(map[&("p".into(), "m".into())], Some(16384));
+    }
 
     #[test]
     fn reads_the_limit_each_provider_states() {
