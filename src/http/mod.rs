@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Method, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
 
@@ -63,6 +63,12 @@ impl tower::Service<Request<Incoming>> for Dispatch {
             let mut trace = Trace::default();
             let result = dispatch(&state, req, &mut trace).await;
             let mut resp = result.unwrap_or_else(ApiError::into_response);
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                // RFC 9110 requires a 401 to name the scheme that gets in,
+                // whatever the dialect of the body.
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             resp.extensions_mut().insert(trace);
             Ok(resp)
         })

@@ -7,6 +7,7 @@ mod support;
 
 mod agent;
 mod chat;
+mod clients;
 mod compression;
 mod errors;
 mod failover;
