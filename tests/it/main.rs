@@ -15,6 +15,7 @@ mod load;
 mod metrics;
 mod probe;
 mod reload;
+mod reload_settle;
 mod responses;
 mod route_layer;
 mod server;
