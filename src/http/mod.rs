@@ -2,12 +2,14 @@
 //! becomes a response in the client's dialect here, in one place.
 //!
 //! - [`edge`]: request id, access log and metrics, CORS (tower layers)
+//! - [`browser`]: which web pages and host names a proxy without keys serves
 //! - [`proxy`]: a proxied request: auth, body, dialect in, route, the route's
 //!   stack, dialect out
 //! - [`responses`]: the Responses API and its stored responses
 //! - [`admin`]: health, readiness, models, metrics, reload
 
 pub mod admin;
+pub mod browser;
 pub mod edge;
 pub mod proxy;
 pub mod responses;

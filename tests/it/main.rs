@@ -6,7 +6,9 @@
 mod support;
 
 mod agent;
+mod browsers;
 mod chat;
+mod chromium;
 mod clients;
 mod compression;
 mod errors;
