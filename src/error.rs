@@ -158,6 +158,12 @@ pub enum ApiError {
     PreviousResponseNotFound(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     RequestTooLarge { limit: usize },
+    #[error("the request body did not arrive within {}s (body_read_timeout)", .0.as_secs_f64())]
+    RequestTimeout(Duration),
+    #[error("requests from the web page at `{0}` are refused: without client keys only local pages may call this proxy; to allow this origin, add `cors_origins = [\"{0}\"]` under `[server]` in routes.toml")]
+    OriginNotAllowed(String),
+    #[error("requests addressed to host `{0}` are refused: without client keys only localhost and loopback addresses are served (a guard against DNS rebinding); call it as http://127.0.0.1 or http://localhost, or configure `[[server.keys]]`")]
+    HostNotAllowed(String),
     #[error("rate limit for this key exceeded; retry after {}s", secs_ceil(*retry_after))]
     KeyRateLimited { retry_after: Duration },
     #[error("every target of `{route}` is rate limited or cooling down; retry after {}s", secs_ceil(*retry_after))]
@@ -196,12 +202,15 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } | ApiError::ContextLength(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            ApiError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::ModelNotAllowed(_)
+            | ApiError::OriginNotAllowed(_)
+            | ApiError::HostNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound { .. }
             | ApiError::NotFound { .. }
             | ApiError::ResponseNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PreviousResponseNotFound(_) => StatusCode::BAD_REQUEST,
             ApiError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::KeyRateLimited { .. } | ApiError::AllRateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -224,6 +233,9 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::ResponseNotFound(_) => "not_found",
             ApiError::PreviousResponseNotFound(_) => "previous_response_not_found",
             ApiError::RequestTooLarge { .. } => "request_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::OriginNotAllowed(_) => "origin_not_allowed",
+            ApiError::HostNotAllowed(_) => "host_not_allowed",
             ApiError::KeyRateLimited { .. } | ApiError::AllRateLimited { .. } => {
                 "rate_limit_exceeded"
             }

@@ -4,6 +4,11 @@
 //! accepting and drops the listener; every open connection is asked to
 //! finish what it is serving (streams included) and then close; the loop
 //! waits for them at most `drain` before returning anyway.
+//!
+//! Clients are held to `[server]`'s limits (see [`limits`]): at most
+//! `max_connections` at once, and none kept open while it sends nothing.
+
+mod limits;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,11 +17,11 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::http;
 use crate::runtime::State;
+use limits::{Activity, Cap, Watched};
 
 pub async fn run(
     listener: TcpListener,
@@ -26,9 +31,14 @@ pub async fn run(
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
-    let service = http::service(state);
+    let service = http::service(state.clone());
+    let mut cap = Cap::new();
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = cap.slot(&state) => slot,
+            _ = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -43,16 +53,24 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
         let conn = builder
             .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
+                TokioIo::new(Watched::new(stream, activity.clone())),
+                limits::tracked(service.clone(), activity.clone()),
             )
             .into_owned();
         let conn = graceful.watch(conn);
+        let state = state.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "connection ended: {e}");
+            let _slot = slot;
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                },
+                why = activity.expired(&state) => {
+                    tracing::debug!(%peer, "connection closed: {why}");
+                }
             }
         });
     }

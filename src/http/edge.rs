@@ -5,7 +5,8 @@
 //! - [`request_id`]: keeps the client's `x-request-id` (if short and
 //!   non-empty) or makes one; the request's tracing span; echoes the id.
 //! - [`observe`]: in-flight gauge, request metrics, the access log line.
-//! - [`cors`]: answers preflights and adds CORS headers for allowed origins.
+//! - [`cors`]: refuses drive-by requests from web pages (see [`browser`]),
+//!   answers preflights and adds CORS headers for allowed origins.
 //!
 //! These are ours rather than tower-http's: its request-id layer keeps any
 //! client id (ours bounds it at 128 bytes), its CORS layer fixes the allowed
@@ -24,6 +25,7 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::browser;
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
 use crate::pipeline::Handles;
@@ -223,6 +225,11 @@ pub async fn cors<S: Inner>(
     req: Request<Incoming>,
     next: Next<S>,
 ) -> Response<Body> {
+    let refused = browser::refusal(&state.current().config.server, req.headers(), req.uri());
+    if let Some(refused) = refused {
+        // No CORS headers: the page may not read even the refusal.
+        return refused.into_response();
+    }
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if req.method() == Method::OPTIONS {
         preflight(req.headers())

@@ -2,12 +2,14 @@
 //! becomes a response in the client's dialect here, in one place.
 //!
 //! - [`edge`]: request id, access log and metrics, CORS (tower layers)
+//! - [`browser`]: which web pages and host names a proxy without keys serves
 //! - [`proxy`]: a proxied request: auth, body, dialect in, route, the route's
 //!   stack, dialect out
 //! - [`responses`]: the Responses API and its stored responses
 //! - [`admin`]: health, readiness, models, metrics, reload
 
 pub mod admin;
+pub mod browser;
 pub mod edge;
 pub mod proxy;
 pub mod responses;
@@ -16,7 +18,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Method, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
 
@@ -63,6 +65,12 @@ impl tower::Service<Request<Incoming>> for Dispatch {
             let mut trace = Trace::default();
             let result = dispatch(&state, req, &mut trace).await;
             let mut resp = result.unwrap_or_else(ApiError::into_response);
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                // RFC 9110 requires a 401 to name the scheme that gets in,
+                // whatever the dialect of the body.
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             resp.extensions_mut().insert(trace);
             Ok(resp)
         })

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use super::edge::Trace;
 use crate::auth::Principal;
 use crate::body::{self, Body};
+use crate::config::Server;
 use crate::error::ApiError;
 use crate::pipeline::exchange::{Caller, Exchange, Served};
 use crate::pipeline::relay::{self, Relay, Resume};
@@ -38,7 +39,7 @@ pub async fn forward(
     let generation = state.current();
     let principal = generation.auth.check(req.headers())?;
     let caller = caller(req.headers(), principal)?;
-    let bytes = read_body(req, generation.config.server.max_body_bytes).await?;
+    let bytes = read_body(req, &generation.config.server).await?;
     let body = parse_request(&bytes, endpoint)?;
     let streamed = body.get("stream").and_then(Value::as_bool) == Some(true);
     let resume_request = (endpoint == Endpoint::Chat && streamed).then(|| body.clone());
@@ -294,11 +295,14 @@ pub(super) fn respond(body: Body, content_type: &'static str) -> Response<Body> 
     resp
 }
 
-/// Reads at most `limit` bytes: a declared length over the limit is refused
-/// before reading anything, an undeclared one as soon as it passes the limit.
+/// Reads at most `max_body_bytes` within `body_read_timeout`: a declared
+/// length over the limit is refused before reading anything, an undeclared
+/// one as soon as it passes the limit; a client that trickles its body is cut
+/// off with a 408 rather than holding the request open.
 /// (Not tower-http's `RequestBodyLimitLayer`: its 413 is not in the client's
-/// dialect, and the limit here follows config reloads.)
-pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+/// dialect, and the limits here follow config reloads.)
+pub(super) async fn read_body(req: Request<Incoming>, server: &Server) -> Result<Bytes, ApiError> {
+    let limit = server.max_body_bytes;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -307,7 +311,12 @@ pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<By
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::RequestTooLarge { limit });
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    let collect = Limited::new(req.into_body(), limit).collect();
+    let timeout = server.body_read_timeout;
+    let collected = tokio::time::timeout(timeout, collect)
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout))?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::RequestTooLarge { limit })

@@ -36,7 +36,7 @@ pub async fn create(
     let principal = generation.auth.check(req.headers())?;
     let caller = caller(req.headers(), principal)?;
     let owner = caller.owner.clone();
-    let bytes = read_body(req, generation.config.server.max_body_bytes).await?;
+    let bytes = read_body(req, &generation.config.server).await?;
     let request = responses::Request::parse(&bytes)?;
     let previous = match request.previous_response_id()? {
         None => None,

@@ -39,9 +39,20 @@ impl ConfigSource {
 
     fn load(&self) -> Result<Config, Vec<String>> {
         let label = self.path.display().to_string();
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| vec![format!("{label}: cannot read: {e}")])?;
-        config::parse(&text, &label, &*self.env)
+        let bytes =
+            std::fs::read(&self.path).map_err(|e| vec![format!("{label}: cannot read: {e}")])?;
+        self.parse(&bytes)
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<Config, Vec<String>> {
+        let label = self.path.display().to_string();
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            vec![format!(
+                "{label}: not UTF-8 text (invalid byte at offset {}): save it as UTF-8",
+                e.valid_up_to()
+            )]
+        })?;
+        config::parse(text, &label, &*self.env)
             .map_err(|errors| errors.iter().map(ConfigError::to_string).collect())
     }
 }
@@ -149,7 +160,12 @@ pub fn reload(state: &State, trigger: &str) -> Outcome {
             warnings: vec![],
         };
     };
-    match source.load() {
+    apply(state, trigger, source.load())
+}
+
+/// Swaps in a loaded config, or reports why it was rejected.
+fn apply(state: &State, trigger: &str, loaded: Result<Config, Vec<String>>) -> Outcome {
+    match loaded {
         Ok(config) => {
             let old = state.current();
             let changes = Changes::between(&old.config, &config);
@@ -211,13 +227,21 @@ pub fn reload(state: &State, trigger: &str) -> Outcome {
 }
 
 /// Editors save in bursts (write, rename, chmod): one reload per burst.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Watches the config file's directory (a rename-swap save replaces the
 /// file's inode, so watching the file itself would go deaf after the first
-/// save) and reloads when the file's content changed. Returns the watcher,
-/// which stops watching when dropped.
+/// save) and reloads when the file's content changed and has settled.
+/// Returns the watcher, which stops watching when dropped.
 pub fn watch(state: Arc<State>) -> notify::Result<Option<notify::RecommendedWatcher>> {
+    watch_every(state, DEBOUNCE)
+}
+
+/// As [`watch`], with the quiet time a change must keep before it is read.
+pub fn watch_every(
+    state: Arc<State>,
+    debounce: Duration,
+) -> notify::Result<Option<notify::RecommendedWatcher>> {
     use notify::Watcher;
     let Some(path) = state.source.as_ref().map(|s| s.path.clone()) else {
         return Ok(None);
@@ -247,22 +271,56 @@ pub fn watch(state: Arc<State>) -> notify::Result<Option<notify::RecommendedWatc
     let mut last = read(&path);
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            tokio::time::sleep(DEBOUNCE).await;
-            while rx.try_recv().is_ok() {}
-            let now = read(&path);
+            let Some(now) = settled(&path, &mut rx, debounce).await else {
+                break;
+            };
             // A removed or truncated file is not a change yet: the save's
             // final rename or write will arrive as another event.
-            if now.as_deref().is_some_and(|t| !t.trim().is_empty()) && now != last {
-                last = now;
-                reload(&state, "file change");
+            let blank = now
+                .as_deref()
+                .is_none_or(|b| b.iter().all(u8::is_ascii_whitespace));
+            if blank || now == last {
+                continue;
+            }
+            last = now;
+            if let (Some(source), Some(bytes)) = (&state.source, &last) {
+                apply(&state, "file change", source.parse(bytes));
             }
         }
     });
     Ok(Some(watcher))
 }
 
-fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
+/// The file's content once it has stopped changing: the same bytes at both
+/// ends of a `debounce` with no write between. An in-place save lands in
+/// pieces, and a valid prefix read too early would be loaded as the whole
+/// file (a route missing until the rest arrives). None when the watcher is gone.
+async fn settled(
+    path: &Path,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    debounce: Duration,
+) -> Option<Option<Vec<u8>>> {
+    let mut seen = None;
+    loop {
+        tokio::time::sleep(debounce).await;
+        let mut written = false;
+        loop {
+            match events.try_recv() {
+                Ok(()) => written = true,
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return None,
+            }
+        }
+        let now = read(path);
+        if seen.as_ref() == Some(&now) && !written {
+            return Some(now);
+        }
+        seen = Some(now);
+    }
+}
+
+fn read(path: &Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
 }
 
 /// Reloads on every SIGHUP until the process ends.

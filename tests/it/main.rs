@@ -6,7 +6,10 @@
 mod support;
 
 mod agent;
+mod browsers;
 mod chat;
+mod chromium;
+mod clients;
 mod compression;
 mod errors;
 mod failover;
@@ -15,6 +18,7 @@ mod load;
 mod metrics;
 mod probe;
 mod reload;
+mod reload_settle;
 mod responses;
 mod route_layer;
 mod server;

@@ -95,7 +95,13 @@ async fn a_preflight_from_another_origin_gets_no_allow_origin() {
 
 #[tokio::test]
 async fn a_wildcard_origin_list_allows_any_origin_with_star() {
-    let proxy = Proxy::start(&demo_config("[server]\ncors_origins = [\"*\"]\n")).await;
+    // With client keys; without them a page must be local or listed by name
+    // (see browsers.rs).
+    let toml = demo_config(
+        "[server]\ncors_origins = [\"*\"]\n\n\
+         [[server.keys]]\nname = \"web\"\nkey_env = \"WEB_KEY\"\n",
+    );
+    let proxy = Proxy::start_with_env(&toml, &[("WEB_KEY", "sk-web")]).await;
     let resp = preflight(&proxy, "https://anything.example").await;
     assert_eq!(resp.status(), 204);
     assert_eq!(header(&resp, "access-control-allow-origin"), Some("*"));

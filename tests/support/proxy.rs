@@ -45,6 +45,15 @@ impl Proxy {
     /// Serves the config file at `path` and reloads it on change, as
     /// `hermes-proxy --config path` does.
     pub async fn start_watching(path: &std::path::Path, env: &[(&str, &str)]) -> Proxy {
+        Self::start_watching_every(path, env, hermes_proxy::runtime::reload::DEBOUNCE).await
+    }
+
+    /// As `start_watching`, with the watcher's debounce set.
+    pub async fn start_watching_every(
+        path: &std::path::Path,
+        env: &[(&str, &str)],
+        debounce: Duration,
+    ) -> Proxy {
         let text = std::fs::read_to_string(path).unwrap();
         let (config, dir) = parse(&text, &path.display().to_string(), &lookup(env));
         let source = ConfigSource {
@@ -52,7 +61,7 @@ impl Proxy {
             env: Box::new(lookup(env)),
         };
         let state = State::with_source(config, Some(source)).unwrap();
-        let watcher = hermes_proxy::runtime::reload::watch(state.clone()).unwrap();
+        let watcher = hermes_proxy::runtime::reload::watch_every(state.clone(), debounce).unwrap();
         Self::serve(state, watcher, dir).await
     }
 
