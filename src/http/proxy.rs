@@ -97,6 +97,9 @@ pub async fn forward(
     Ok(with_headers(resp, headers))
 }
 
+/// A deadline so far away that it never comes (30 years).
+const NO_DEADLINE: Duration = Duration::from_secs(30 * 365 * 86_400);
+
 /// A routed request on its way back: the plan it followed and what came back.
 pub(super) struct Sent {
     pub plan: Arc<Plan>,
@@ -140,7 +143,11 @@ pub(super) async fn send(
         }
     }
     let timeout = generation.config.defaults.request_timeout;
-    let deadline = started + timeout;
+    // A timeout past what an Instant can hold (routes.toml accepts
+    // "500000000000y") means none, not a panic.
+    let deadline = started
+        .checked_add(timeout)
+        .unwrap_or_else(|| started + NO_DEADLINE);
     let exchange = Exchange {
         endpoint,
         body,

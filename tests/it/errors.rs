@@ -827,3 +827,15 @@ async fn post_chunked(proxy: &Proxy, body: &[u8], chunk: usize) -> reqwest::Resp
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_request_timeout_past_any_clock_means_none_not_a_panic() {
+    let proxy = Proxy::start(&mock_config(
+        "[defaults]\nrequest_timeout = \"500000000000y\"",
+    ))
+    .await;
+    let resp = proxy.post("/v1/chat/completions", &chat("main")).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["choices"][0]["message"]["content"].is_string());
+}
