@@ -9,11 +9,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::support::proxy::Proxy;
+use crate::support::raw_http::read_message;
 
 const CHROMIUM: &str = "chromium";
 
@@ -97,38 +98,14 @@ async fn page_server(html: String) -> (u16, mpsc::Receiver<String>) {
 }
 
 async fn serve_one(mut conn: TcpStream, html: String, results: mpsc::Sender<String>) {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    let Some(request) = read_message(&mut conn).await else {
+        return;
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let mut chunk = [0u8; 4096];
-        match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    let head = request.head;
     let (status, body) = if head.starts_with("GET /page.html ") {
         ("200 OK", html)
     } else if head.starts_with("POST /result ") {
-        let result = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
-        let _ = results.send(result).await;
+        let _ = results.send(request.body).await;
         ("200 OK", String::new())
     } else {
         ("404 Not Found", String::new())

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use crate::support::proxy::{http, Proxy};
+use crate::support::raw_http::read_message;
 
 fn demo_config(server: &str) -> String {
     format!(
@@ -29,33 +30,8 @@ const NEVER: Duration = Duration::from_secs(3600);
 /// One HTTP/1.1 answer off the socket: status and body. None when the server
 /// closed the connection before answering.
 async fn read_response(conn: &mut TcpStream) -> Option<(u16, String)> {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let status = head[9..12].parse().unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    while buf.len() < head_end + length {
-        let mut chunk = [0u8; 4096];
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the answer was cut short");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some((
-        status,
-        String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned(),
-    ))
+    let answer = read_message(conn).await?;
+    Some((answer.head[9..12].parse().unwrap(), answer.body))
 }
 
 /// Waits until the server closes `conn` (reads return 0 or fail).

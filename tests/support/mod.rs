@@ -1,3 +1,4 @@
 #![allow(dead_code)]
 pub mod mock_upstream;
 pub mod proxy;
+pub mod raw_http;
