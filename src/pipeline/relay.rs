@@ -22,7 +22,7 @@ use tower::ServiceExt;
 
 use super::exchange::{Caller, Exchange, RouteTable};
 use super::Handles;
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::provider::{normalize_event, Answer};
 use crate::wire::agent::{self, ToolEvent};
@@ -168,9 +168,10 @@ impl Relay {
                     }
                     continue;
                 }
-                Ok(Ok(Some(event))) => event,
-                Ok(Ok(None)) => return Some(broken("the upstream stream ended before [DONE]")),
-                Ok(Err(e)) => return Some(broken(&format!("the upstream stream broke: {e}"))),
+                Ok(read) => match upstream_event(read) {
+                    Ok(event) => event,
+                    Err(err) => return Some(err),
+                },
             };
             let data = match event {
                 SseEvent::Comment => continue, // upstream keep-alives are not data
@@ -299,6 +300,15 @@ impl Relay {
     }
 }
 
-fn broken(message: &str) -> UpstreamError {
-    UpstreamError::transport(ErrorKind::ServerError, message)
+/// An upstream stream's next event, or why the stream broke: it ended
+/// before `[DONE]`, or the connection failed.
+pub(super) fn upstream_event(
+    read: Result<Option<SseEvent>, BoxError>,
+) -> Result<SseEvent, UpstreamError> {
+    let broken = |message: String| UpstreamError::transport(ErrorKind::ServerError, message);
+    match read {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => Err(broken("the upstream stream ended before [DONE]".into())),
+        Err(e) => Err(broken(format!("the upstream stream broke: {e}"))),
+    }
 }

@@ -35,6 +35,14 @@ pub struct StreamId {
     pub model: String,
 }
 
+impl StreamId {
+    /// A `chat.completion.chunk` of this stream with `choices`.
+    pub fn chunk(&self, choices: serde_json::Value) -> serde_json::Value {
+        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": choices})
+    }
+}
+
 /// One built-in call starting (`Running`, with its arguments) or ending
 /// (with its output).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,17 +72,12 @@ impl ToolEvent {
     /// also a valid empty-delta chunk (OpenAI's SDKs parse every `data:` line
     /// as a chunk, whatever the event is called).
     pub fn progress(&self) -> Bytes {
-        let s = &self.stream;
-        let mut data = json!({
-            "id": s.id,
-            "object": "chat.completion.chunk",
-            "created": s.created,
-            "model": s.model,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": null}],
-            "tool": self.tool,
-            "toolCallId": self.call_id,
-            "status": self.status,
-        });
+        let mut data = self
+            .stream
+            .chunk(json!([{"index": 0, "delta": {}, "finish_reason": null}]));
+        data["tool"] = self.tool.as_str().into();
+        data["toolCallId"] = self.call_id.as_str().into();
+        data["status"] = json!(self.status);
         match self.status {
             Status::Running => {
                 data["emoji"] = self.emoji.as_str().into();

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::error::{ErrorKind, UpstreamError};
+use crate::error::UpstreamError;
+use crate::pipeline::relay::upstream_event;
 use crate::provider::normalize_event;
 use crate::wire::sse::{self, SseEvent, SseReader};
 
@@ -48,11 +49,9 @@ impl Events {
             return Ok(None);
         };
         loop {
-            let data = match reader.next().await {
-                Ok(Some(SseEvent::Data { data, .. })) => data,
-                Ok(Some(SseEvent::Comment)) => continue,
-                Ok(None) => return Err(broken("the upstream stream ended before [DONE]")),
-                Err(e) => return Err(broken(&format!("the upstream stream broke: {e}"))),
+            let data = match upstream_event(reader.next().await)? {
+                SseEvent::Data { data, .. } => data,
+                SseEvent::Comment => continue,
             };
             if data == "[DONE]" {
                 self.done = true;
@@ -67,8 +66,4 @@ impl Events {
             }
         }
     }
-}
-
-fn broken(message: &str) -> UpstreamError {
-    UpstreamError::transport(ErrorKind::ServerError, message)
 }

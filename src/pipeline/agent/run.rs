@@ -193,10 +193,10 @@ impl Loop {
     }
 
     /// A step's usage, counted to the provider that answered it.
-    fn account(&mut self, served: &Served, usage: Option<Usage>) {
+    fn account(&mut self, provider: &str, estimated_tokens: u32, usage: Option<Usage>) {
         if let Some(u) = usage {
             let handles = &self.shared.handles;
-            handles.account(&served.provider, served.estimated_tokens, u);
+            handles.account(provider, estimated_tokens, u);
             reply::add(&mut self.usage, u);
         }
     }
@@ -371,7 +371,7 @@ impl Loop {
             }
             usage::completion(&mut completion);
             let mut reply = Reply::from_completion(&completion);
-            self.account(&served, reply.usage);
+            self.account(&served.provider, served.estimated_tokens, reply.usage);
             // Without a sink `next` cannot fail: a client that goes away
             // drops this whole future instead.
             let Ok(Next::Done {
@@ -553,11 +553,7 @@ impl Loop {
                     }
                 }
             }
-            if let Some(u) = step.reply.usage {
-                let handles = &self.shared.handles;
-                handles.account(&step.provider, step.estimated_tokens, u);
-                reply::add(&mut self.usage, u);
-            }
+            self.account(&step.provider, step.estimated_tokens, step.reply.usage);
             if let Next::Done {
                 calls,
                 finish_reason,

@@ -35,9 +35,9 @@ impl Sink {
 
     /// A chunk of this stream with `delta`.
     pub fn chunk(&self, delta: Map<String, Value>, finish_reason: Option<&str>) -> Bytes {
-        let s = &self.stream;
-        let chunk = json!({"id": s.id, "object": "chat.completion.chunk", "created": s.created,
-            "model": s.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]});
+        let chunk = self
+            .stream
+            .chunk(json!([{"index": 0, "delta": delta, "finish_reason": finish_reason}]));
         sse::data(&serde_json::to_vec(&chunk).unwrap_or_default())
     }
 
@@ -73,9 +73,8 @@ impl Sink {
         self.send(self.chunk(Map::new(), Some(finish_reason)))
             .await?;
         if let Some(usage) = usage {
-            let s = &self.stream;
-            let chunk = json!({"id": s.id, "object": "chat.completion.chunk", "created": s.created,
-                "model": s.model, "choices": [], "usage": usage});
+            let mut chunk = self.stream.chunk(json!([]));
+            chunk["usage"] = usage;
             self.send(sse::data(&serde_json::to_vec(&chunk).unwrap_or_default()))
                 .await?;
         }
