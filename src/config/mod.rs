@@ -15,7 +15,7 @@ mod validate;
 
 pub use error::ConfigError;
 pub use parse::parse;
-pub use validate::check_listen;
+pub use validate::{check_listen, KNOWN_TOOLS};
 
 use std::fmt;
 use std::net::SocketAddr;

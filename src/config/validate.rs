@@ -39,8 +39,9 @@ pub(super) const DEFAULT_TOOLS: &[&str] = &[
     "web_fetch",
     "memory",
 ];
-/// Every tool the agent loop knows; "terminal" is opt-in, so not a default.
-const KNOWN_TOOLS: &[&str] = &[
+/// Every tool the agent loop knows (the tools module runs these); "terminal"
+/// is opt-in, so not a default.
+pub const KNOWN_TOOLS: &[&str] = &[
     "read_file",
     "write_file",
     "list_files",

@@ -25,6 +25,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::config::KNOWN_TOOLS;
+
 pub use memory::{Memory, MEMORY_LIMIT};
 pub use web_policy::WebPolicy;
 
@@ -60,17 +62,6 @@ impl Settings {
     }
 }
 
-/// Every built-in tool: name and the emoji of its progress events.
-const TOOLS: [(&str, &str); 7] = [
-    ("read_file", "📖"),
-    ("write_file", "✍️"),
-    ("list_files", "📂"),
-    ("search_files", "🔎"),
-    ("web_fetch", "🌐"),
-    ("memory", "🧠"),
-    ("terminal", "💻"),
-];
-
 /// Whether `file` (which may not exist yet) is inside `root` (canonical).
 fn inside(root: &std::path::Path, file: &std::path::Path) -> bool {
     let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
@@ -81,15 +72,23 @@ fn inside(root: &std::path::Path, file: &std::path::Path) -> bool {
     dir.join(name).starts_with(root)
 }
 
+/// Every built-in tool: the names routes.toml's `[agent] tools` accepts.
 pub fn is_builtin(name: &str) -> bool {
-    TOOLS.iter().any(|(n, _)| *n == name)
+    KNOWN_TOOLS.contains(&name)
 }
 
+/// The emoji of a tool's progress events.
 pub fn emoji(name: &str) -> &'static str {
-    TOOLS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map_or("🔧", |(_, e)| e)
+    match name {
+        "read_file" => "📖",
+        "write_file" => "✍️",
+        "list_files" => "📂",
+        "search_files" => "🔎",
+        "web_fetch" => "🌐",
+        "memory" => "🧠",
+        "terminal" => "💻",
+        _ => "🔧",
+    }
 }
 
 /// Longest [`label`], in characters.
@@ -246,7 +245,7 @@ impl Toolbox {
     pub fn new(settings: Settings, connect_timeout: Duration) -> Result<Toolbox, String> {
         let mut enabled: Vec<&'static str> = vec![];
         for name in &settings.enabled {
-            let Some((known, _)) = TOOLS.iter().find(|(n, _)| n == name) else {
+            let Some(known) = KNOWN_TOOLS.iter().find(|n| *n == name) else {
                 return Err(format!("unknown tool `{name}`"));
             };
             if !enabled.contains(known) {
@@ -384,7 +383,9 @@ mod tests {
     fn every_tool_has_an_emoji_and_outcomes_have_metric_names() {
         assert_eq!(emoji("read_file"), "📖");
         assert_eq!(emoji("terminal"), "💻");
-        assert!(TOOLS.iter().all(|(n, _)| is_builtin(n)));
+        assert!(KNOWN_TOOLS
+            .iter()
+            .all(|n| is_builtin(n) && emoji(n) != "🔧"));
         assert!(!is_builtin("shell"));
         assert_eq!(Outcome::Refused.as_str(), "refused");
         assert_eq!(Outcome::Timeout.as_str(), "timeout");
