@@ -27,7 +27,6 @@ use crate::runtime::{Generation, State};
 use crate::wire::chat::{parse_request, Endpoint};
 use crate::wire::encode::{ChatEvents, StreamEncoder};
 use crate::wire::sse::SseReader;
-use crate::wire::usage::Usage;
 
 pub async fn forward(
     state: &Arc<State>,
@@ -53,6 +52,7 @@ pub async fn forward(
         trace,
     )
     .await?;
+    account(state, &sent.served, trace);
     let headers = hermes_headers(&sent);
     let Sent {
         plan,
@@ -61,18 +61,7 @@ pub async fn forward(
         timeout,
     } = sent;
     let resp = match served.answer {
-        Answer::Json { body, usage } => {
-            let counted = served.agent.is_some();
-            account(
-                state,
-                &served.provider,
-                served.estimated_tokens,
-                counted,
-                usage,
-                trace,
-            );
-            respond(body::full(body), "application/json")
-        }
+        Answer::Json { body, .. } => respond(body::full(body), "application/json"),
         Answer::Stream { first, rest } => {
             // An agent's stream is the loop's, not one upstream's to continue.
             let resume = resume_request
@@ -231,19 +220,18 @@ pub(super) fn with_headers(
 }
 
 /// A JSON answer's usage: accounted to its provider (unless the agent loop
-/// counted it step by step), and noted for the access log.
-pub(super) fn account(
-    state: &State,
-    provider: &str,
-    estimated_tokens: u32,
-    counted: bool,
-    usage: Option<Usage>,
-    trace: &mut Trace,
-) {
-    if let Some(usage) = usage.filter(|_| !counted) {
-        state.handles.account(provider, estimated_tokens, usage);
+/// counted it step by step), and noted for the access log. (A stream's is
+/// the relay's, as its events arrive.)
+pub(super) fn account(state: &State, served: &Served, trace: &mut Trace) {
+    let Answer::Json { usage, .. } = &served.answer else {
+        return;
+    };
+    if let Some(usage) = usage.filter(|_| served.agent.is_none()) {
+        state
+            .handles
+            .account(&served.provider, served.estimated_tokens, usage);
     }
-    trace.usage = usage;
+    trace.usage = *usage;
 }
 
 /// A stream on its way to the client.

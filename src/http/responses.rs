@@ -65,6 +65,7 @@ pub async fn create(
         trace,
     )
     .await?;
+    account(state, &sent.served, trace);
     let headers = hermes_headers(&sent);
     let id = responses::new_id("resp");
     let created_at = now();
@@ -93,16 +94,7 @@ pub async fn create(
     });
     let served = sent.served;
     let resp = match served.answer {
-        Answer::Json { body, usage } => {
-            let counted = served.agent.is_some();
-            account(
-                state,
-                &served.provider,
-                served.estimated_tokens,
-                counted,
-                usage,
-                trace,
-            );
+        Answer::Json { body, .. } => {
             let mut completion: Value = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::AllFailed(vec![format!(
                     "{}: answered invalid JSON: {e}",
