@@ -7,6 +7,7 @@
 //! - [`usage`]: one schema for usage and reasoning, whatever the upstream called them
 //! - [`error`]: errors in the OpenAI shape
 //! - [`responses`]: the Responses dialect
+//! - [`messages`]: the Anthropic Messages dialect, as upstream and as ingress
 //! - [`agent`]: the agent loop's tool calls, as each dialect shows them
 //!
 //! A new dialect (Responses, Anthropic Messages) is a new file here that
@@ -16,6 +17,7 @@ pub mod agent;
 pub mod chat;
 pub mod encode;
 pub mod error;
+pub mod messages;
 pub mod responses;
 pub mod sse;
 pub mod usage;
