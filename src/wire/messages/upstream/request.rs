@@ -351,3 +351,323 @@ fn tool_choice(chat: &Map<String, Value>) -> Option<Value> {
     }
     choice
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn translate(chat: Value) -> Value {
+        match chat {
+            Value::Object(chat) => Value::Object(request(&chat)),
+            _ => unreachable!("tests pass objects"),
+        }
+    }
+
+    /// A whole agent turn as a real client sends it.
+    fn conversation_request() -> Value {
+        json!({
+            "model": "claude-sonnet-4-5",
+            "messages": [
+                {"role": "system", "content": [
+                    {"type": "text", "text": "You are a weather bot.", "cache_control": {"type": "ephemeral"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in this picture, and the weather in Paris and Rome?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "high"}}
+                ]},
+                {"role": "assistant", "content": "Checking both.", "reasoning_content": "Two cities.",
+                 "thinking_blocks": [{"type": "thinking", "thinking": "Two cities.", "signature": "EqQBCgIYAhIM"}],
+                 "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": "not json"}}
+                 ]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "18C, sunny"},
+                {"role": "tool", "tool_call_id": "toolu_2", "content": [{"type": "text", "text": "24C"}]},
+                {"role": "user", "content": "Thanks! And tomorrow?"},
+                {"role": "developer", "content": "Answer briefly."}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+                "cache_control": {"type": "ephemeral"}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": false,
+            "stop": "END",
+            "temperature": 0.3,
+            "top_p": 0.9,
+            "user": "user-42",
+            "metadata": {"trace": "x"},
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "response_format": {"type": "json_object"},
+            "n": 1, "logprobs": false, "seed": 7, "frequency_penalty": 0.5, "presence_penalty": 0.1,
+            "some_vendor_field": true
+        })
+    }
+
+    #[test]
+    fn a_full_conversation_becomes_a_messages_request() {
+        let body = translate(conversation_request());
+        assert_eq!(body["model"], "claude-sonnet-4-5");
+        assert_eq!(body["max_tokens"], 4096);
+        assert_eq!(
+            body["system"],
+            json!([
+                {"type": "text", "text": "You are a weather bot.", "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "Answer briefly."}
+            ])
+        );
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in this picture, and the weather in Paris and Rome?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "Two cities.", "signature": "EqQBCgIYAhIM"},
+                    {"type": "text", "text": "Checking both."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C, sunny"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "24C"}]},
+                    {"type": "text", "text": "Thanks! And tomorrow?"}
+                ]}
+            ])
+        );
+        assert_eq!(
+            body["tools"],
+            json!([{"name": "get_weather", "description": "Weather for a city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                "cache_control": {"type": "ephemeral"}}])
+        );
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(body["stop_sequences"], json!(["END"]));
+        assert_eq!(body["temperature"], 0.3);
+        assert_eq!(body["top_p"], 0.9);
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["metadata"], json!({"user_id": "user-42"}));
+        let mut keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "max_tokens",
+                "messages",
+                "metadata",
+                "model",
+                "stop_sequences",
+                "stream",
+                "system",
+                "temperature",
+                "tool_choice",
+                "tools",
+                "top_p"
+            ],
+            "nothing else is forwarded"
+        );
+    }
+
+    #[test]
+    fn a_plain_system_prompt_is_one_string() {
+        let body = translate(json!({"model": "m", "messages": [
+            {"role": "system", "content": "Be kind."},
+            {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+            {"role": "user", "content": "Hi"}
+        ]}));
+        assert_eq!(body["system"], "Be kind.\n\nBe brief.");
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
+        );
+    }
+
+    #[test]
+    fn empty_text_and_reasoning_without_a_signature_are_not_sent() {
+        let body = translate(json!({"messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "", "reasoning_content": "hmm",
+             "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]},
+            {"role": "tool", "tool_call_id": "t", "content": ""},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": ""}
+        ]}));
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t"}]}
+            ])
+        );
+        assert!(body.get("system").is_none());
+    }
+
+    #[test]
+    fn consecutive_same_role_messages_merge_with_tool_results_first() {
+        let body = translate(json!({"messages": [
+            {"role": "user", "content": "one"},
+            {"role": "user", "content": "two"},
+            {"role": "assistant", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "interjection"},
+            {"role": "tool", "tool_call_id": "t", "content": "done"}
+        ]}));
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0]["content"].as_array().unwrap().len(), 2);
+        assert_eq!(messages[1]["content"][1]["text"], "b");
+        assert_eq!(messages[2]["content"][0]["type"], "tool_result");
+        assert_eq!(messages[2]["content"][1]["text"], "interjection");
+    }
+
+    #[test]
+    fn tool_choice_variants_map_to_anthropic_choices() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        for (choice, parallel, expected) in [
+            (json!("auto"), Value::Null, json!({"type": "auto"})),
+            (json!("required"), Value::Null, json!({"type": "any"})),
+            (json!("none"), Value::Null, json!({"type": "none"})),
+            (
+                json!({"type": "function", "function": {"name": "f"}}),
+                Value::Null,
+                json!({"type": "tool", "name": "f"}),
+            ),
+            (
+                Value::Null,
+                json!(false),
+                json!({"type": "auto", "disable_parallel_tool_use": true}),
+            ),
+            (
+                json!({"type": "function", "function": {"name": "f"}}),
+                json!(false),
+                json!({"type": "tool", "name": "f", "disable_parallel_tool_use": true}),
+            ),
+            (json!("none"), json!(false), json!({"type": "none"})),
+        ] {
+            let body = translate(
+                json!({"messages": [], "tools": tools, "tool_choice": choice,
+                "parallel_tool_calls": parallel}),
+            );
+            assert_eq!(body["tool_choice"], expected, "{choice} {parallel}");
+        }
+        let body = translate(json!({"messages": [], "tools": tools, "parallel_tool_calls": true}));
+        assert!(body.get("tool_choice").is_none());
+        let body = translate(json!({"messages": [], "tool_choice": "required"}));
+        assert!(body.get("tool_choice").is_none(), "no tools, no choice");
+    }
+
+    #[test]
+    fn a_tool_without_parameters_gets_an_empty_object_schema() {
+        let body = translate(json!({"tools": [
+            {"type": "function", "function": {"name": "now"}},
+            {"type": "function", "function": {"name": "q", "parameters": {"properties": {"a": {}}}}},
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+            {"type": "function"}
+        ]}));
+        assert_eq!(
+            body["tools"],
+            json!([
+                {"name": "now", "input_schema": {"type": "object", "properties": {}}},
+                {"name": "q", "input_schema": {"type": "object", "properties": {"a": {}}}},
+                {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
+            ])
+        );
+    }
+
+    #[test]
+    fn reasoning_effort_turns_thinking_on_and_drops_sampling() {
+        for (effort, budget) in [("low", 1024), ("medium", 4096), ("high", 16384)] {
+            let body = translate(json!({"messages": [], "reasoning_effort": effort,
+                "temperature": 0.5, "top_p": 0.9, "top_k": 40, "max_tokens": 2000}));
+            assert_eq!(
+                body["thinking"],
+                json!({"type": "enabled", "budget_tokens": budget})
+            );
+            let max = body["max_tokens"].as_u64().unwrap();
+            assert!(max > budget, "{effort}: {max}");
+            assert_eq!(max, if budget < 2000 { 2000 } else { budget + 4096 });
+            assert!(body.get("temperature").is_none());
+            assert!(body.get("top_p").is_none());
+            assert!(body.get("top_k").is_none());
+            assert!(body.get("reasoning_effort").is_none());
+        }
+        for effort in ["minimal", "none"] {
+            let body =
+                translate(json!({"messages": [], "reasoning_effort": effort, "temperature": 0.5}));
+            assert!(body.get("thinking").is_none(), "{effort}");
+            assert_eq!(body["temperature"], 0.5);
+        }
+    }
+
+    #[test]
+    fn an_anthropic_thinking_object_is_copied_and_wins_over_reasoning_effort() {
+        let body = translate(json!({"messages": [], "reasoning_effort": "low",
+            "thinking": {"type": "enabled", "budget_tokens": 10000}, "max_completion_tokens": 12000,
+            "max_tokens": 50}));
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 10000})
+        );
+        assert_eq!(body["max_tokens"], 12000, "max_completion_tokens first");
+        let body = translate(json!({"messages": [], "thinking": {"type": "disabled"}, "top_k": 5}));
+        assert_eq!(body["thinking"], json!({"type": "disabled"}));
+        assert_eq!(body["top_k"], 5, "disabled thinking keeps sampling");
+    }
+
+    #[test]
+    fn stop_lists_user_and_temperature_are_translated() {
+        let body = translate(
+            json!({"stop": ["a", " ", "b", 3], "user": "u", "temperature": 1.7,
+            "metadata": {"k": "v"}, "max_tokens": 99}),
+        );
+        assert_eq!(body["stop_sequences"], json!(["a", "b"]));
+        assert_eq!(body["metadata"], json!({"user_id": "u"}));
+        assert_eq!(body["temperature"], 1.0, "Anthropic's range ends at 1");
+        assert_eq!(body["max_tokens"], 99);
+        let body = translate(json!({"stop": [], "metadata": {"k": "v"}}));
+        assert!(body.get("stop_sequences").is_none());
+        assert!(body.get("metadata").is_none());
+    }
+
+    #[test]
+    fn a_pdf_file_part_becomes_a_document() {
+        let body = translate(json!({"messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}},
+            {"type": "image_url", "image_url": {"url": "ftp://nope"}},
+            {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}
+        ]}]}));
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([{"type": "document", "source":
+                {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}}])
+        );
+    }
+
+    #[test]
+    fn garbage_requests_never_panic() {
+        for garbage in [
+            json!({}),
+            json!({"messages": "x", "tools": {}, "tool_choice": 3, "stop": {}, "max_tokens": -1}),
+            json!({"messages": [null, 1, {"role": 5}, {"role": "user", "content": [null, {"type": 1}]},
+                {"role": "assistant", "thinking_blocks": "x", "tool_calls": [null, {"function": null}]},
+                {"role": "tool"}, {"role": "user", "content": [{"type": "image_url", "image_url": null}]}],
+                "tools": [null, {"function": {"name": 1}}], "reasoning_effort": 5, "thinking": "on"}),
+        ] {
+            let body = translate(garbage);
+            assert_eq!(body["max_tokens"], 4096);
+            assert!(body["messages"].is_array());
+        }
+    }
+}
