@@ -297,3 +297,291 @@ impl StreamEncoder for MessagesEvents {
         Bytes::from(format!(": {name} {status}\n\n"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(delta: Value) -> String {
+        let chunk = json!({"id": "chatcmpl-xyz", "object": "chat.completion.chunk",
+            "model": "upstream-model", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
+        format!("data: {chunk}\n\n")
+    }
+
+    fn call(index: u64, id: Option<&str>, name: Option<&str>, arguments: &str) -> String {
+        let mut function = json!({"arguments": arguments});
+        if let Some(name) = name {
+            function["name"] = name.into();
+        }
+        let mut call = json!({"index": index, "function": function});
+        if let Some(id) = id {
+            call["id"] = id.into();
+            call["type"] = "function".into();
+        }
+        chunk(json!({"tool_calls": [call]}))
+    }
+
+    /// The events in `bytes`, each checked to be `event: <type>` with data
+    /// of that `type`.
+    fn events(bytes: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        text.split_terminator("\n\n")
+            .map(|event| {
+                let (name, data) = event
+                    .strip_prefix("event: ")
+                    .and_then(|e| e.split_once("\ndata: "))
+                    .unwrap_or_else(|| panic!("not a named event: {event:?}"));
+                let data: Value = serde_json::from_str(data).unwrap();
+                assert_eq!(data["type"], name);
+                data
+            })
+            .collect()
+    }
+
+    fn run(encoder: &mut MessagesEvents, buffers: &[String]) -> Vec<Value> {
+        let mut out = vec![];
+        for buffer in buffers {
+            out.extend_from_slice(&encoder.encode(Bytes::from(buffer.clone())));
+        }
+        events(&out)
+    }
+
+    #[test]
+    fn a_chat_stream_becomes_anthropics_event_sequence() {
+        let usage = json!({"id": "chatcmpl-xyz", "choices": [], "usage": {
+            "prompt_tokens": 2100, "completion_tokens": 90, "total_tokens": 2190,
+            "prompt_tokens_details": {"cached_tokens": 2000}, "cache_creation_input_tokens": 0}});
+        let finish = json!({"id": "chatcmpl-xyz", "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "tool_calls"}]});
+        let buffers = [
+            chunk(json!({"role": "assistant", "content": ""})),
+            chunk(json!({"reasoning_content": "Two files"}))
+                + &chunk(json!({"reasoning_content": " to read."})),
+            chunk(json!({"thinking_blocks": [
+                {"type": "thinking", "thinking": "Two files to read.", "signature": "sig-abc"}]})),
+            chunk(json!({"content": "Reading"})),
+            chunk(json!({"content": " both."})),
+            call(0, Some("toolu_1"), Some("Read"), ""),
+            call(0, None, None, "{\"file_pa"),
+            call(0, None, None, "th\": \"a.rs\"}"),
+            call(1, Some("toolu_2"), Some("Read"), "{\"file_path\":"),
+            call(1, None, None, " \"b.rs\"}"),
+            format!("data: {finish}\n\n"),
+            format!("data: {usage}\n\ndata: [DONE]\n\n"),
+        ];
+        let mut encoder = MessagesEvents::new("claude-sonnet-4-5");
+        let events = run(&mut encoder, &buffers);
+        let start = |index: usize, block: Value| json!({"type": "content_block_start", "index": index, "content_block": block});
+        let delta = |index: usize, delta: Value| json!({"type": "content_block_delta", "index": index, "delta": delta});
+        let stop = |index: usize| json!({"type": "content_block_stop", "index": index});
+        let expected = vec![
+            json!({"type": "message_start", "message": {"id": "msg_xyz", "type": "message",
+                "role": "assistant", "model": "claude-sonnet-4-5", "content": [],
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+            start(
+                0,
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+            ),
+            delta(
+                0,
+                json!({"type": "thinking_delta", "thinking": "Two files"}),
+            ),
+            delta(
+                0,
+                json!({"type": "thinking_delta", "thinking": " to read."}),
+            ),
+            delta(
+                0,
+                json!({"type": "signature_delta", "signature": "sig-abc"}),
+            ),
+            stop(0),
+            start(1, json!({"type": "text", "text": ""})),
+            delta(1, json!({"type": "text_delta", "text": "Reading"})),
+            delta(1, json!({"type": "text_delta", "text": " both."})),
+            stop(1),
+            start(
+                2,
+                json!({"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}),
+            ),
+            delta(
+                2,
+                json!({"type": "input_json_delta", "partial_json": "{\"file_pa"}),
+            ),
+            delta(
+                2,
+                json!({"type": "input_json_delta", "partial_json": "th\": \"a.rs\"}"}),
+            ),
+            stop(2),
+            start(
+                3,
+                json!({"type": "tool_use", "id": "toolu_2", "name": "Read", "input": {}}),
+            ),
+            delta(
+                3,
+                json!({"type": "input_json_delta", "partial_json": "{\"file_path\":"}),
+            ),
+            delta(
+                3,
+                json!({"type": "input_json_delta", "partial_json": " \"b.rs\"}"}),
+            ),
+            stop(3),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"input_tokens": 100, "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 2000, "output_tokens": 90}}),
+            json!({"type": "message_stop"}),
+        ];
+        assert_eq!(events, expected);
+
+        // What a client accumulates from the partial JSON is each call's input.
+        for (index, path) in [(2, "a.rs"), (3, "b.rs")] {
+            let json: String = events
+                .iter()
+                .filter(|e| e["index"] == index && e["delta"]["type"] == "input_json_delta")
+                .filter_map(|e| e["delta"]["partial_json"].as_str())
+                .collect();
+            let input: Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(input, json!({"file_path": path}));
+        }
+        assert!(encoder
+            .encode(Bytes::from(chunk(json!({"content": "late"}))))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_whole_thinking_block_without_streamed_text_is_sent_whole() {
+        let mut encoder = MessagesEvents::new("m");
+        let events = run(
+            &mut encoder,
+            &[
+                chunk(json!({"content": "a"})),
+                chunk(json!({"thinking_blocks": [
+                    {"type": "thinking", "thinking": "t", "signature": "s"},
+                    {"type": "redacted_thinking", "data": "opaque"}]})),
+                "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n".into(),
+            ],
+        );
+        let kinds: Vec<(&str, &Value)> = events
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap(), &e["index"]))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("message_start", &Value::Null),
+                ("content_block_start", &json!(0)),
+                ("content_block_delta", &json!(0)),
+                ("content_block_stop", &json!(0)),
+                ("content_block_start", &json!(1)),
+                ("content_block_delta", &json!(1)),
+                ("content_block_delta", &json!(1)),
+                ("content_block_stop", &json!(1)),
+                ("content_block_start", &json!(2)),
+                ("content_block_stop", &json!(2)),
+                ("message_delta", &Value::Null),
+                ("message_stop", &Value::Null),
+            ]
+        );
+        assert_eq!(
+            events[5]["delta"],
+            json!({"type": "thinking_delta", "thinking": "t"})
+        );
+        assert_eq!(
+            events[6]["delta"],
+            json!({"type": "signature_delta", "signature": "s"})
+        );
+        assert_eq!(
+            events[8]["content_block"],
+            json!({"type": "redacted_thinking", "data": "opaque"})
+        );
+        assert_eq!(events[10]["delta"]["stop_reason"], "end_turn");
+        assert_eq!(events[10]["usage"]["output_tokens"], 0);
+    }
+
+    #[test]
+    fn a_failure_mid_block_closes_it_then_errors_and_ends_the_stream() {
+        let mut encoder = MessagesEvents::new("m");
+        let mut out = encoder
+            .encode(Bytes::from(call(0, Some("toolu_1"), Some("f"), "{\"a\"")))
+            .to_vec();
+        out.extend_from_slice(&encoder.fail(&json!({"error": {"message": "upstream broke",
+            "type": "server_error", "code": "upstream_error"}})));
+        let events = events(&out);
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "error"
+            ]
+        );
+        assert_eq!(
+            events[4],
+            json!({"type": "error", "error": {"type": "api_error", "message": "upstream broke"}})
+        );
+        assert!(encoder.encode(Bytes::from_static(sse::DONE)).is_empty());
+        assert!(encoder.fail(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn an_error_chunk_fails_the_stream() {
+        let mut encoder = MessagesEvents::new("m");
+        let error = json!({"error": {"message": "slow down", "type": "rate_limit_error"}});
+        let events = run(
+            &mut encoder,
+            &[chunk(json!({"content": "hi"})) + &format!("data: {error}\n\ndata: [DONE]\n\n")],
+        );
+        let last = events.last().unwrap();
+        assert_eq!(
+            last["error"],
+            json!({"type": "rate_limit_error", "message": "slow down"})
+        );
+        assert_eq!(events[events.len() - 2]["type"], "content_block_stop");
+        assert!(events.iter().all(|e| e["type"] != "message_stop"));
+    }
+
+    #[test]
+    fn agent_tool_progress_is_a_comment() {
+        let mut encoder = MessagesEvents::new("m");
+        let event = ToolEvent {
+            stream: Default::default(),
+            tool: "web_search\nevent: x".into(),
+            call_id: "c".into(),
+            status: Status::Running,
+            emoji: String::new(),
+            label: String::new(),
+            arguments: String::new(),
+            output: String::new(),
+            duration_ms: None,
+        };
+        assert_eq!(
+            &encoder.tool(&event)[..],
+            b": web_search event: x running\n\n"
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics_and_the_end_is_still_well_formed() {
+        let mut encoder = MessagesEvents::new("m");
+        for garbage in [
+            "data: not json\n\n",
+            "data: 5\n\ndata: []\n\ndata: null\n\n",
+            "data: {\"choices\":\"x\"}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":5,\"tool_calls\":[null,5,{\"index\":-1}],\"thinking_blocks\":[1,{}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":7}}]}}],\"usage\":5}\n\n",
+            "event: x\n\n: comment\n\n\n\ndata:",
+        ] {
+            encoder.encode(Bytes::from(garbage));
+        }
+        let events = events(&encoder.encode(Bytes::from_static(sse::DONE)));
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["content_block_stop", "message_delta", "message_stop"]
+        );
+        assert_eq!(events[1]["delta"]["stop_reason"], "tool_use");
+    }
+}
