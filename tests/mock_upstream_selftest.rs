@@ -481,3 +481,446 @@ async fn shutdown_and_drop_stop_the_server() {
     }
     panic!("server still accepting after drop");
 }
+
+// ---------------------------------------------------------------- tests/samples replays
+
+/// `(event name, payload)` of every event of an Anthropic stream; panics on an
+/// event that is not `event: X\ndata: <json>` with `type == X`, which is what
+/// the Anthropic SDKs need to dispatch it.
+fn anthropic_events(sse: &str) -> Vec<(String, Value)> {
+    sse.split_terminator("\n\n")
+        .map(|ev| {
+            let (head, data) = ev.split_once('\n').expect("event line then data line");
+            let name = head.strip_prefix("event: ").expect("event line first");
+            let data: Value = serde_json::from_str(data.strip_prefix("data: ").expect("data line"))
+                .expect("data is one line of JSON");
+            assert_eq!(
+                data["type"], name,
+                "the payload's type repeats the event name"
+            );
+            (name.to_string(), data)
+        })
+        .collect()
+}
+
+/// The JSON payloads of an OpenAI-style stream before its `[DONE]`.
+fn chunks_until_done(sse: &str) -> Vec<Value> {
+    let payloads = data_payloads(sse);
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"), "{sse}");
+    payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| serde_json::from_str(p).expect("chunk is JSON"))
+        .collect()
+}
+
+async fn stream_of(up: &MockUpstream, reply: Reply) -> String {
+    up.push(reply);
+    let (text, failed) = read_stream(post(up, &chat_body("m")).await).await;
+    assert!(!failed, "the stream ends cleanly");
+    text
+}
+
+/// The concatenation of one content block's deltas of `kind` (`text`,
+/// `partial_json`, `thinking`).
+fn joined(events: &[(String, Value)], index: u64, kind: &str) -> String {
+    events
+        .iter()
+        .filter(|(n, d)| n == "content_block_delta" && d["index"] == index)
+        .filter_map(|(_, d)| d["delta"][kind].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn anthropic_stream_samples_are_valid_and_in_the_documented_order() {
+    let up = MockUpstream::start().await;
+
+    let hello = stream_of(&up, wire::anthropic_hello_stream()).await;
+    assert!(hello.contains("\"stop_sequence\":null}, \"usage\": {\"output_tokens\": 15}}"));
+    let events = anthropic_events(&hello);
+    assert_eq!(joined(&events, 0, "text"), "Hello!");
+    assert_eq!(events.last().unwrap().0, "message_stop");
+
+    let doc = anthropic_events(&stream_of(&up, wire::anthropic_doc_tool_use_stream()).await);
+    assert_eq!(
+        joined(&doc, 0, "text"),
+        "Okay, let's check the weather for San Francisco, CA:"
+    );
+    let args: Value = serde_json::from_str(&joined(&doc, 1, "partial_json")).unwrap();
+    assert_eq!(
+        args,
+        json!({"location": "San Francisco, CA", "unit": "fahrenheit"})
+    );
+    let start = doc
+        .iter()
+        .find(|(n, d)| n == "content_block_start" && d["index"] == 1)
+        .unwrap();
+    assert_eq!(
+        start.1["content_block"],
+        json!({"type": "tool_use", "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "name": "get_weather", "input": {}})
+    );
+    let first_piece = doc
+        .iter()
+        .find(|(n, d)| n == "content_block_delta" && d["index"] == 1)
+        .unwrap();
+    assert_eq!(
+        first_piece.1["delta"]["partial_json"], "",
+        "the docs' first piece is empty"
+    );
+    let delta = &doc[doc.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(delta["usage"]["output_tokens"], 89);
+
+    let thinking = "I should look the weather up.";
+    let stream = wire::anthropic_thinking_tool_use_stream(
+        thinking,
+        "EqQBsig",
+        "toolu_9",
+        "get_weather",
+        &["{\"ci", "ty\": \"Paris\"}"],
+    );
+    let events = anthropic_events(&stream_of(&up, stream).await);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..2], ["message_start", "content_block_start"]);
+    assert_eq!(
+        events[1].1["content_block"],
+        json!({"type": "thinking", "thinking": ""})
+    );
+    assert_eq!(joined(&events, 0, "thinking"), thinking);
+    // The signature is the thinking block's last delta, right before its stop.
+    let stop0 = events
+        .iter()
+        .position(|(n, d)| n == "content_block_stop" && d["index"] == 0)
+        .unwrap();
+    assert_eq!(
+        events[stop0 - 1].1["delta"],
+        json!({"type": "signature_delta", "signature": "EqQBsig"})
+    );
+    assert_eq!(joined(&events, 1, "partial_json"), "{\"city\": \"Paris\"}");
+    assert_eq!(names[names.len() - 2..], ["message_delta", "message_stop"]);
+
+    let failed = anthropic_events(&stream_of(&up, wire::anthropic_error_event_stream()).await);
+    let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["message_start", "ping", "error"]);
+    assert_eq!(
+        failed[2].1["error"],
+        json!({"type": "overloaded_error", "message": "Overloaded"})
+    );
+}
+
+#[tokio::test]
+async fn anthropic_answer_and_error_samples_carry_their_shapes() {
+    let up = MockUpstream::start().await;
+    let get = |reply: Reply| {
+        up.push(reply);
+        async {
+            let r = post(&up, &chat_body("m")).await;
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.expect("JSON body"))
+        }
+    };
+
+    let (status, v) = get(wire::anthropic_cached_usage_message()).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 2051);
+    assert_eq!(v["usage"]["cache_creation_input_tokens"], 2051);
+    assert_eq!(v["usage"]["input_tokens"], 2095);
+
+    let (_, v) = get(wire::anthropic_thinking_tool_use_message(
+        "The user wants to know the current weather in Paris.",
+        wire::DOC_TOOL_SIGNATURE,
+        "toolu_01CswdEQBMshySk6Y9DFKrfq",
+        "get_weather",
+        json!({"location": "Paris"}),
+    ))
+    .await;
+    let types: Vec<&str> = v["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["thinking", "text", "tool_use"]);
+    assert_eq!(v["content"][0]["signature"], wire::DOC_TOOL_SIGNATURE);
+    assert_eq!(v["stop_reason"], "tool_use");
+
+    let (_, v) = get(wire::anthropic_redacted_thinking_message()).await;
+    assert_eq!(
+        v["content"][1],
+        json!({"type": "redacted_thinking", "data": wire::DOC_REDACTED_DATA})
+    );
+
+    let errors: Vec<(Reply, u16, &str, &str)> = vec![
+        (wire::anthropic_invalid_request_400("max_tokens: Field required"), 400, "invalid_request_error", "max_tokens: Field required"),
+        (wire::anthropic_authentication_401(), 401, "authentication_error", "invalid x-api-key"),
+        (wire::anthropic_permission_403(), 403, "permission_error", "Permission denied"),
+        (wire::anthropic_not_found_404("claude-nope"), 404, "not_found_error", "model: claude-nope"),
+        (wire::anthropic_api_error_500(), 500, "api_error", "Internal server error"),
+        (wire::anthropic_missing_thinking_400(3, "tool_use"), 400, "invalid_request_error", "messages.3.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled"),
+        (wire::anthropic_invalid_signature_400(1), 400, "invalid_request_error", "messages.1.content.0: Invalid `signature` in `thinking` block"),
+    ];
+    for (reply, want_status, kind, message) in errors {
+        let (status, v) = get(reply).await;
+        assert_eq!(status, want_status, "{v}");
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["error"]["type"], kind);
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(message),
+            "{v}"
+        );
+    }
+    let (status, v) = get(wire::anthropic_request_too_large_413()).await;
+    assert_eq!(status, 413);
+    assert!(
+        v.get("type").is_none(),
+        "Cloudflare's 413 has no top-level type: {v}"
+    );
+    assert_eq!(v["error"]["type"], "request_too_large");
+}
+
+#[tokio::test]
+async fn reasoning_dialect_samples_carry_their_fields() {
+    let up = MockUpstream::start().await;
+    let id = "functions.get_weather:0";
+    let args = "{\"city\": \"Paris\"}";
+
+    up.push(wire::kimi_thinking_tool_call(
+        "Need the weather.",
+        id,
+        "get_weather",
+        args,
+    ));
+    let v: Value = post(&up, &chat_body("m")).await.json().await.unwrap();
+    let message = &v["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], "Need the weather.");
+    assert_eq!(message["tool_calls"][0]["id"], id);
+    assert_eq!(message["tool_calls"][0]["function"]["arguments"], args);
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+
+    let stream =
+        wire::kimi_thinking_tool_call_stream("Need the weather first.", id, "get_weather", args);
+    let chunks = chunks_until_done(&stream_of(&up, stream).await);
+    let delta = |c: &Value| c["choices"][0]["delta"].clone();
+    let reasoning: String = chunks
+        .iter()
+        .filter_map(|c| delta(c)["reasoning_content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(reasoning, "Need the weather first.");
+    let arguments: String = chunks
+        .iter()
+        .filter_map(|c| {
+            delta(c)["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(arguments, args);
+    assert_eq!(
+        chunks
+            .iter()
+            .filter(|c| delta(c)["tool_calls"][0]["id"] == id)
+            .count(),
+        1
+    );
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+    assert!(
+        last["choices"][0]["usage"]["total_tokens"].is_u64(),
+        "Kimi's usage sits in the choice"
+    );
+
+    for (reply, status, message) in [
+        (wire::kimi_missing_reasoning_400(4), 400, "thinking is enabled but reasoning_content is missing in assistant tool call message at index 4"),
+        (wire::kimi_tool_choice_400("required"), 400, "tool_choice 'required' is incompatible with thinking enabled"),
+    ] {
+        up.push(reply);
+        let r = post(&up, &chat_body("m")).await;
+        assert_eq!(r.status().as_u16(), status);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v, json!({"error": {"message": message, "type": "invalid_request_error"}}));
+    }
+
+    up.push(wire::openrouter_reasoning_details_message());
+    let v: Value = post(&up, &chat_body("m")).await.json().await.unwrap();
+    let details = v["choices"][0]["message"]["reasoning_details"]
+        .as_array()
+        .unwrap();
+    let kinds: Vec<&str> = details
+        .iter()
+        .map(|d| d["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["reasoning.summary", "reasoning.text", "reasoning.encrypted"]
+    );
+    assert!(v["choices"][0]["message"]["reasoning"].is_string());
+
+    let chunks =
+        chunks_until_done(&stream_of(&up, wire::openrouter_reasoning_details_stream()).await);
+    let kinds: Vec<Value> = chunks
+        .iter()
+        .flat_map(|c| {
+            delta(c)["reasoning_details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|d| d["type"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        [json!("reasoning.text"), json!("reasoning.encrypted")]
+    );
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| delta(c)["content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(content, "Based on my analysis...");
+
+    up.push(wire::reasoning_field_message("Think.", "Answer."));
+    let v: Value = post(&up, &chat_body("m")).await.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["reasoning"], "Think.");
+    assert!(v["choices"][0]["message"]
+        .get("reasoning_content")
+        .is_none());
+
+    let chunks = chunks_until_done(
+        &stream_of(
+            &up,
+            wire::reasoning_field_stream("We need an answer", "It is 4"),
+        )
+        .await,
+    );
+    let reasoning: String = chunks
+        .iter()
+        .filter_map(|c| delta(c)["reasoning"].as_str().map(str::to_string))
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| delta(c)["content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        (reasoning.as_str(), content.as_str()),
+        ("We need an answer", "It is 4")
+    );
+}
+
+fn tool_call_turn(reasoning: Option<Value>) -> Value {
+    let mut assistant = json!({"role": "assistant", "content": "", "tool_calls": [{"id": "functions.get_weather:0",
+        "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]});
+    if let Some(r) = reasoning {
+        assistant["reasoning_content"] = r;
+    }
+    json!({"model": "kimi-k2.6", "messages": [
+        {"role": "system", "content": "You are Kimi."},
+        {"role": "user", "content": "Weather in Paris?"},
+        assistant,
+        {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "sunny"}
+    ]})
+}
+
+#[tokio::test]
+async fn require_reasoning_content_plays_kimi() {
+    let up = MockUpstream::start().await;
+    up.push(Reply::chat("scripted"));
+    // Off by default: the lenient mock answers anything.
+    assert_eq!(post(&up, &tool_call_turn(None)).await.status(), 200);
+
+    up.require_reasoning_content();
+    up.push(Reply::chat("scripted"));
+    for missing in [None, Some(Value::Null)] {
+        let r = post(&up, &tool_call_turn(missing)).await;
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            v["error"]["message"],
+            "thinking is enabled but reasoning_content is missing in assistant tool call message at index 2"
+        );
+    }
+    assert_eq!(up.remaining(), 1, "a refusal does not use up the script");
+    for present in [json!(""), json!("I should call get_weather.")] {
+        let r = post(&up, &tool_call_turn(Some(present))).await;
+        assert_eq!(r.status(), 200);
+    }
+    // Assistant turns without tool calls need no reasoning.
+    let plain = json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                                     {"role": "user", "content": "bye"}]});
+    assert_eq!(post(&up, &plain).await.status(), 200);
+
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 6, "refused requests are recorded too");
+    assert!(reqs[1].body["messages"][2]
+        .get("reasoning_content")
+        .is_none());
+}
+
+fn thinking_turn(first: Option<Value>, thinking: bool) -> Value {
+    let tool_use = json!({"type": "tool_use", "id": "toolu_01CswdEQBMshySk6Y9DFKrfq", "name": "get_weather",
+                          "input": {"location": "Paris"}});
+    let mut content: Vec<Value> = first.into_iter().collect();
+    content.push(tool_use);
+    let mut body = json!({"model": "claude-x", "max_tokens": 16000, "messages": [
+        {"role": "user", "content": "What's the weather in Paris?"},
+        {"role": "assistant", "content": content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01CswdEQBMshySk6Y9DFKrfq",
+                                      "content": "88F"}]}
+    ]});
+    if thinking {
+        body["thinking"] = json!({"type": "enabled", "budget_tokens": 10000});
+    }
+    body
+}
+
+#[tokio::test]
+async fn require_thinking_signatures_plays_anthropic() {
+    let up = MockUpstream::start().await;
+    up.set_default(Reply::anthropic_message("88F in Paris"));
+    up.require_thinking_signatures();
+    let signed =
+        json!({"type": "thinking", "thinking": "Check it.", "signature": wire::DOC_TOOL_SIGNATURE});
+    let text = json!({"type": "text", "text": "Let me check"});
+
+    let refusals = [
+        (thinking_turn(None, true), "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`."),
+        (thinking_turn(Some(text.clone()), true), "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `text`."),
+        (thinking_turn(Some(json!({"type": "thinking", "thinking": "x", "signature": ""})), true), "messages.1.content.0: Invalid `signature` in `thinking` block"),
+        (thinking_turn(Some(json!({"type": "thinking", "thinking": "x"})), true), "messages.1.content.0: Invalid `signature` in `thinking` block"),
+    ];
+    for (body, message) in &refusals {
+        let r = post(&up, body).await;
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(message),
+            "{v}"
+        );
+    }
+    let passes = [
+        thinking_turn(Some(signed.clone()), true),
+        thinking_turn(
+            Some(json!({"type": "redacted_thinking", "data": wire::DOC_REDACTED_DATA})),
+            true,
+        ),
+        // Without thinking, tool turns need no thinking block.
+        thinking_turn(None, false),
+    ];
+    for body in &passes {
+        let r = post(&up, body).await;
+        assert_eq!(r.status(), 200, "{body}");
+    }
+    // Only the last tool_use turn is judged: an older unsigned one passes.
+    let mut older = thinking_turn(Some(signed), true);
+    let mut unsigned = older["messages"][1].clone();
+    unsigned["content"] = json!([unsigned["content"][1]]);
+    let tail = older["messages"].as_array().unwrap()[1..].to_vec();
+    let mut messages = vec![
+        older["messages"][0].clone(),
+        unsigned,
+        older["messages"][2].clone(),
+    ];
+    messages.extend(tail);
+    older["messages"] = json!(messages);
+    assert_eq!(post(&up, &older).await.status(), 200, "{older}");
+
+    assert_eq!(up.requests().len(), refusals.len() + passes.len() + 1);
+}

@@ -58,6 +58,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::anthropic_wire::{
+    kimi_missing_reasoning_400, missing_reasoning_content, thinking_violation,
+};
+
 /// The body type the mock answers with: fixed bytes or a timed stream.
 type MockBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -291,6 +295,11 @@ struct Shared {
     /// A context window: a POST whose messages hold more words than this
     /// gets the reply instead of its scripted one (see `enforce_context`).
     context: Option<(usize, Reply)>,
+    /// Kimi's check: a tool-call turn without `reasoning_content` gets its 400.
+    require_reasoning: bool,
+    /// Anthropic's check: a thinking request whose last tool_use turn lacks a
+    /// signed thinking block gets its 400.
+    require_signatures: bool,
     /// Every request received, in arrival order, but probes.
     requests: Vec<Recorded>,
     /// Model probes: GET .../models, /props, /api/show.
@@ -330,6 +339,8 @@ impl MockUpstream {
             requests: Vec::new(),
             probes: Vec::new(),
             context: None,
+            require_reasoning: false,
+            require_signatures: false,
             open_streams: Arc::new(AtomicUsize::new(0)),
         }));
         let server = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -385,6 +396,22 @@ impl MockUpstream {
     pub fn enforce_context(&self, max_words: usize, reply: Reply) {
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         s.context = Some((max_words, reply));
+    }
+
+    /// Plays Kimi with thinking on: from now on a POST whose `messages` hold
+    /// an assistant message with `tool_calls` but no `reasoning_content`
+    /// (absent or null; `""` passes) gets Kimi's 400 naming that message's
+    /// index, without using up the script. Recorded like any request.
+    pub fn require_reasoning_content(&self) {
+        self.lock().require_reasoning = true;
+    }
+
+    /// Plays Anthropic: from now on a POST with `thinking.type: "enabled"`
+    /// whose last assistant tool_use message does not start with a signed
+    /// `thinking` (or a `redacted_thinking`) block gets Anthropic's 400 for
+    /// it, without using up the script. Recorded like any request.
+    pub fn require_thinking_signatures(&self) {
+        self.lock().require_signatures = true;
     }
 
     /// Model probes received (GET .../models, /props, /api/show), which
@@ -505,7 +532,16 @@ async fn handle(
             .context
             .as_ref()
             .filter(|(max, _)| is_post && words_in(&body) > *max);
-        let reply = if let Some((_, reply)) = too_long {
+        // A strict upstream refuses before it reads the script, as the real one
+        // refuses before it runs the model.
+        let refused = if is_post {
+            strict_refusal(&s, &body)
+        } else {
+            None
+        };
+        let reply = if let Some(reply) = refused {
+            reply
+        } else if let Some((_, reply)) = too_long {
             reply.clone()
         } else if let Some(r) = s.gets.get(&path) {
             // a fixed reply for this path, whatever the method (Ollama's
@@ -536,6 +572,21 @@ async fn handle(
             sleep_unless_zero(r.delay).await;
             Ok(render(r, &body, seq, &open))
         }
+    }
+}
+
+/// The 400 a strict upstream (see `require_reasoning_content`,
+/// `require_thinking_signatures`) sends for this request body, if any.
+fn strict_refusal(s: &Shared, body: &Value) -> Option<Reply> {
+    if s.require_reasoning {
+        if let Some(index) = missing_reasoning_content(body) {
+            return Some(kimi_missing_reasoning_400(index));
+        }
+    }
+    if s.require_signatures {
+        thinking_violation(body)
+    } else {
+        None
     }
 }
 
@@ -873,6 +924,9 @@ fn rfc3339(t: SystemTime) -> String {
 /// as the samples there (ellipses filled in with plausible text where the
 /// sample elides them). Each doc line names the kind the proxy should classify it as.
 pub mod wire {
+    // A test crate that uses none of them would otherwise fail `-D warnings`.
+    #[allow(unused_imports)]
+    pub use super::super::anthropic_wire::*;
     use super::{data_event, rfc3339, Reply};
     use serde_json::{json, Value};
     use std::time::{Duration, SystemTime};

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod anthropic_wire;
 pub mod mock_upstream;
 pub mod proxy;
 pub mod raw_http;
