@@ -37,6 +37,10 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub agent_tool_calls: IntCounterVec,
     pub agent_steps: HistogramVec,
+    /// Beyond SPEC's table: issue 14 asks which way each assistant tool-call
+    /// turn's reasoning went back (restored, empty, thinking_dropped,
+    /// tool_choice_downgraded).
+    pub reasoning_roundtrip: IntCounterVec,
     /// Beyond SPEC's table: issue 11 asks that a stored response the store
     /// failed to keep be counted, since the client got its answer anyway.
     pub store_write_failures: IntCounter,
@@ -174,6 +178,12 @@ impl Metrics {
                 &["route"],
                 STEP_BUCKETS,
             ),
+            reasoning_roundtrip: counter(
+                &r,
+                "hermes_reasoning_roundtrip_total",
+                "Assistant tool-call turns whose reasoning was restored, or sent by a fallback, by path",
+                &["path"],
+            ),
             store_write_failures: registered(
                 &r,
                 IntCounter::new(
@@ -213,6 +223,14 @@ impl Metrics {
             for outcome in ["ok", "error", "timeout", "refused"] {
                 self.agent_tool_calls.with_label_values(&[tool, outcome]);
             }
+        }
+        for path in [
+            "restored",
+            "empty",
+            "thinking_dropped",
+            "tool_choice_downgraded",
+        ] {
+            self.reasoning_roundtrip.with_label_values(&[path]);
         }
         // Every route, so the family is there before a route turns agent on.
         for route in &config.routes {

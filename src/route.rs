@@ -66,7 +66,7 @@ impl Routes {
             .filter(|p| p.enabled)
             .map(|p| {
                 let p = Arc::new(p.clone());
-                let adapter = provider::build(&p, client);
+                let adapter = provider::build(&p, client, &config.server);
                 (p.name.clone(), (p, adapter))
             })
             .collect();

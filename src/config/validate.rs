@@ -296,18 +296,6 @@ impl<'r, 'a> Checker<'r, 'a> {
     fn provider(&mut self, name: String, p: RawProvider) -> Option<Provider> {
         self.check_name(&name, &p.at, "provider");
         let kind = p.kind.as_ref().map(|f| f.value);
-        if let Some(kind) = p
-            .kind
-            .as_ref()
-            .filter(|k| k.value == ProviderKind::Anthropic)
-        {
-            let hint = "use kind = \"openai\" with an OpenAI-compatible endpoint".to_string();
-            self.cx.error(
-                kind.line,
-                "provider kind \"anthropic\" is not supported by this build",
-                Some(hint),
-            );
-        }
         let base_url = self.base_url(&p, kind);
         let mock = self.mock_settings(p.mock, kind);
         let headers = self.headers(p.headers, &p.at);

@@ -6,11 +6,13 @@
 //! - [`proxy`]: a proxied request: auth, body, dialect in, route, the route's
 //!   stack, dialect out
 //! - [`responses`]: the Responses API and its stored responses
+//! - [`messages`]: the Anthropic Messages API
 //! - [`admin`]: health, readiness, models, metrics, reload
 
 pub mod admin;
 pub mod browser;
 pub mod edge;
+pub mod messages;
 pub mod proxy;
 pub mod responses;
 
@@ -98,6 +100,11 @@ async fn dispatch(
             let rest = &p["/v1/responses/".len()..];
             return responses::stored(state, method, req.headers(), rest, req.uri().query()).await;
         }
+        (&Method::POST, "/v1/messages") => return Ok(messages::create(state, req, trace).await),
+        (&Method::POST, "/v1/messages/count_tokens") => {
+            return Ok(messages::count_tokens(state, req).await)
+        }
+        (method, p) if p.starts_with("/v1/messages/") => return Ok(messages::not_found(method, p)),
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/completions") => Endpoint::Completions,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,

@@ -21,7 +21,7 @@ use crate::config::Server;
 use crate::error::ApiError;
 use crate::pipeline::exchange::{Caller, Exchange, Served};
 use crate::pipeline::relay::{self, Relay, Resume};
-use crate::provider::Answer;
+use crate::provider::{Answer, Native};
 use crate::route::Plan;
 use crate::runtime::{Generation, State};
 use crate::wire::chat::{parse_request, Endpoint};
@@ -48,6 +48,7 @@ pub async fn forward(
         &caller,
         endpoint,
         body,
+        None,
         started,
         trace,
     )
@@ -74,6 +75,7 @@ pub async fn forward(
                 state,
                 label: &plan.label,
                 agent: served.agent.is_some(),
+                native: false,
                 provider: served.provider,
                 estimated_tokens: served.estimated_tokens,
                 deadline,
@@ -106,6 +108,7 @@ pub(super) async fn send(
     caller: &Arc<Caller>,
     endpoint: Endpoint,
     body: Map<String, Value>,
+    native: Option<Arc<Native>>,
     started: Instant,
     trace: &mut Trace,
 ) -> Result<Sent, ApiError> {
@@ -144,6 +147,7 @@ pub(super) async fn send(
         deadline,
         routes: generation.routes.clone(),
         caller: Some(caller.clone()),
+        native,
     };
     let served = tokio::time::timeout_at(deadline, service.oneshot(exchange))
         .await
@@ -240,6 +244,8 @@ pub(super) struct Streamed<'a> {
     pub label: &'a str,
     /// The agent loop's stream (see `Relay::agent`).
     pub agent: bool,
+    /// The stream is in the client's own dialect (see `Relay::native`).
+    pub native: bool,
     pub provider: String,
     pub estimated_tokens: u32,
     pub deadline: Instant,
@@ -269,6 +275,7 @@ impl Streamed<'_> {
             provider: self.provider,
             estimated_tokens: self.estimated_tokens,
             agent: self.agent,
+            native: self.native.then(Map::new),
             deadline: self.deadline,
             timeout: self.timeout,
             resume,

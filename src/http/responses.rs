@@ -61,6 +61,7 @@ pub async fn create(
         &caller,
         Endpoint::Chat,
         chat,
+        None,
         started,
         trace,
     )
@@ -122,6 +123,7 @@ pub async fn create(
                 state,
                 label: &sent.plan.label,
                 agent: served.agent.is_some(),
+                native: false,
                 provider: served.provider,
                 estimated_tokens: served.estimated_tokens,
                 deadline: sent.deadline,

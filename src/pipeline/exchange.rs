@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 
 use crate::error::ApiError;
-use crate::provider::Answer;
+use crate::provider::{Answer, Native};
 use crate::route::{Plan, Routes};
 use crate::wire::agent::ToolStep;
 use crate::wire::chat::Endpoint;
@@ -30,6 +30,9 @@ pub struct Exchange {
     /// Who asked, for the layers that act for a client (the agent loop);
     /// None for the proxy's own requests (a summary), which they pass through.
     pub caller: Option<Arc<Caller>>,
+    /// The client's request in its own dialect, for a target that speaks it
+    /// (see [`Native`]); sent only while `body` is the client's as it came.
+    pub native: Option<Arc<Native>>,
 }
 
 /// The client behind a request, as the layers that keep state for it
@@ -60,6 +63,9 @@ pub struct Served {
     pub compressed: Option<Report>,
     /// Set when the agent loop answered; its steps' usage is already counted.
     pub agent: Option<AgentReport>,
+    /// The answer is in the client's own dialect (the request went as
+    /// `Exchange::native`), not the canonical one.
+    pub native: bool,
 }
 
 /// What the agent loop did for an answer.

@@ -7,6 +7,7 @@ use super::compress::window::Windows;
 use super::failover::balance::Latencies;
 use super::failover::cooldown::Cooldowns;
 use super::failover::limits::Limits;
+use super::reasoning::Remembered;
 use crate::metrics::Metrics;
 use crate::store::ResponseStore;
 use crate::upstream::Client;
@@ -27,6 +28,8 @@ pub struct Handles {
     pub summaries: moka::sync::Cache<u64, String>,
     /// Stored responses, agent sessions and memory.
     pub store: Arc<dyn ResponseStore>,
+    /// Each tool-call answer's reasoning, to give back to the clients that drop it.
+    pub reasoning: Arc<Remembered>,
 }
 
 impl Handles {
@@ -43,6 +46,7 @@ impl Handles {
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             store,
+            reasoning: Arc::default(),
         }
     }
 

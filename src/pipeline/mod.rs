@@ -8,6 +8,7 @@
 //!   proactive limits and compression
 //! - [`agent`]: the agent loop, a layer on routes with `agent = true`
 //! - [`compress`]: fitting a conversation into a context window
+//! - [`reasoning`]: reasoning restored on the tool-call turns clients send back
 //! - [`relay`]: a stream's remaining events back to the client
 //! - [`handles`]: the process-lifetime state the pipeline reads and updates
 
@@ -16,6 +17,7 @@ pub mod compress;
 pub mod exchange;
 pub mod failover;
 pub mod handles;
+pub mod reasoning;
 pub mod relay;
 pub mod service;
 

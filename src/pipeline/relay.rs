@@ -10,7 +10,7 @@
 //! the client sees one stream.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -28,6 +28,7 @@ use crate::provider::{normalize_event, Answer};
 use crate::wire::agent::{self, ToolEvent};
 use crate::wire::chat::Endpoint;
 use crate::wire::encode::StreamEncoder;
+use crate::wire::messages;
 use crate::wire::sse::{self, SseEvent, SseReader};
 use crate::wire::usage::Usage;
 
@@ -51,6 +52,10 @@ pub struct Relay {
     /// (so it is only noted here), and its internal events (tool calls, its
     /// failure) are honoured; from an upstream they are ignored.
     pub agent: bool,
+    /// The stream is in the client's own dialect (Messages), passed through
+    /// untranslated: its events go on as they came, named, and only their
+    /// usage and errors are read (into `native_usage`).
+    pub native: Option<Map<String, Value>>,
     pub deadline: Instant,
     /// The configured `request_timeout`, for the message when `deadline` passes.
     pub timeout: Duration,
@@ -118,6 +123,13 @@ pub fn start(mut relay: Relay, first: Bytes, rest: Option<SseReader>) -> Body {
         async move {
             if let Some(resume) = &mut relay.resume {
                 resume.observe(&first);
+            }
+            if let Some(tally) = &mut relay.native {
+                // `message_start`: the input side of the usage.
+                for data in sse::payloads(&first) {
+                    let data = String::from_utf8_lossy(data);
+                    let _ = messages::stream_usage(tally, &data);
+                }
             }
             if relay.send(&tx, first).await.is_err() {
                 return;
@@ -195,16 +207,18 @@ impl Relay {
                     let _ = tx.send(self.encoder.fail(&error)).await;
                     return None;
                 }
+                SseEvent::Data { event, data } if self.native.is_some() => {
+                    match self.pass_on(event, data, tx).await {
+                        Ok(true) => continue,
+                        Ok(false) => return None,
+                        Err(err) => return Some(err),
+                    }
+                }
                 SseEvent::Data { data, .. } => data,
             };
             if data == "[DONE]" {
                 let _ = self.send(tx, Bytes::from_static(sse::DONE)).await;
-                tracing::info!(
-                    provider = %self.provider,
-                    prompt_tokens = self.usage.map(|u| u.prompt),
-                    completion_tokens = self.usage.map(|u| u.completion),
-                    "stream finished"
-                );
+                self.finished();
                 return None;
             }
             match normalize_event(&data) {
@@ -226,6 +240,64 @@ impl Relay {
                 Err(err) => return Some(err),
             }
         }
+    }
+
+    /// One event of a stream in the client's own dialect, sent on as it
+    /// came. Ok(false): the stream is over (ended, or the client left).
+    async fn pass_on(
+        &mut self,
+        event: Option<String>,
+        data: String,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Result<bool, UpstreamError> {
+        let name = event.unwrap_or_else(|| "message".into());
+        if name == "error" {
+            let value: Value = serde_json::from_str(&data).unwrap_or_default();
+            let headers = http::HeaderMap::new();
+            return Err(crate::provider::classify::error_in_body(
+                &value,
+                &headers,
+                SystemTime::now(),
+            )
+            .unwrap_or_else(|| {
+                UpstreamError::transport(ErrorKind::ServerError, "the stream sent an error")
+            }));
+        }
+        if let Some(tally) = &mut self.native {
+            if let Some(usage) = messages::stream_usage(tally, &data)
+                .and_then(|u| crate::wire::usage::usage(&json!({ "usage": u })))
+            {
+                self.usage = Some(usage);
+            }
+        }
+        let end = name == "message_stop";
+        if self
+            .send(tx, sse::named(&name, data.as_bytes()))
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+        if end {
+            self.finished();
+        }
+        Ok(!end)
+    }
+
+    /// The stream ended as it should: its usage is accounted and logged.
+    fn finished(&self) {
+        if let Some(usage) = self.usage.filter(|_| !self.agent) {
+            if self.native.is_some() {
+                self.handles
+                    .account(&self.provider, self.estimated_tokens, usage);
+            }
+        }
+        tracing::info!(
+            provider = %self.provider,
+            prompt_tokens = self.usage.map(|u| u.prompt),
+            completion_tokens = self.usage.map(|u| u.completion),
+            "stream finished"
+        );
     }
 
     /// With `resume = true`: asks the route's other targets to finish the
@@ -260,6 +332,7 @@ impl Relay {
             deadline: self.deadline,
             routes: resume.routes.clone(),
             caller: resume.caller.clone(),
+            native: None,
         };
         let served = service.oneshot(exchange).await.ok()?;
         let Answer::Stream { first, rest } = served.answer else {
@@ -292,6 +365,9 @@ impl Relay {
 
     /// Sends `events` in the client's dialect; Err once the client is gone.
     async fn send(&mut self, tx: &mpsc::Sender<Bytes>, events: Bytes) -> Result<(), ()> {
+        if self.native.is_some() {
+            return tx.send(events).await.map_err(|_| ());
+        }
         let encoded = self.encoder.encode(events);
         if encoded.is_empty() {
             return Ok(());

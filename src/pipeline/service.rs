@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! RouteService = [extra layers for this route] -> [AgentLayer if agent = true] -> Failover
-//!                   (per attempt: FitHook, LimitsHook) -> Provider
+//!                   (per attempt: ReasoningHook, FitHook, LimitsHook) -> Provider
 //! ```
 
 use std::collections::HashMap;
@@ -18,6 +18,7 @@ use super::compress::fit::FitHook;
 use super::exchange::{Exchange, RouteService, RouteTable, Served};
 use super::failover::limits::LimitsHook;
 use super::failover::Failover;
+use super::reasoning::ReasoningHook;
 use super::Handles;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -61,6 +62,11 @@ pub fn build(config: &Config, handles: &Arc<Handles>, layers: &Layers) -> Arc<Ro
         config.defaults.clone(),
         crate::provider::Limits::from_config(config),
         vec![
+            // Restored reasoning is part of the conversation to fit.
+            Box::new(ReasoningHook::new(
+                handles.reasoning.clone(),
+                handles.metrics.reasoning_roundtrip.clone(),
+            )),
             Box::new(FitHook::new(handles.clone(), config.compression.clone())),
             Box::new(LimitsHook::new(
                 handles.limits.clone(),

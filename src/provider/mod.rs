@@ -4,6 +4,7 @@
 //!
 //! - [`openai`]: every OpenAI-wire upstream (OpenAI, Kimi, OpenRouter, vLLM,
 //!   llama.cpp, Ollama)
+//! - [`anthropic`]: every Messages-API upstream (Anthropic, Kimi For Coding)
 //! - [`mock`]: the built-in simulated upstream
 //! - [`classify`]: any provider's error reply -> kind and retry hint
 //! - `read`: a reply's body -> an answer (JSON skimmed, streams started)
@@ -11,6 +12,7 @@
 //! An attempt is over (and may fail over) until the upstream's first event
 //! has arrived: only then does the proxy commit its 200 to the client.
 
+pub mod anthropic;
 pub mod classify;
 pub mod mock;
 pub mod openai;
@@ -47,6 +49,19 @@ pub trait Provider: Send + Sync {
         stream: bool,
     ) -> BoxFuture<'a, Result<Response<Body>, UpstreamError>>;
 
+    /// Sends the client's own request (`native`, in the client's dialect)
+    /// with only its model replaced by `model`, when this provider speaks
+    /// that dialect; `None` when it does not, and the canonical request is
+    /// sent instead.
+    fn send_native<'a>(
+        &'a self,
+        _native: &'a Native,
+        _model: &'a str,
+        _stream: bool,
+    ) -> Option<BoxFuture<'a, Result<Response<Body>, UpstreamError>>> {
+        None
+    }
+
     /// A secret this provider holds, which must never travel on in a message
     /// (upstreams sometimes echo the key they rejected).
     fn secret(&self) -> Option<&str> {
@@ -55,30 +70,32 @@ pub trait Provider: Send + Sync {
 }
 
 /// The adapter for a configured provider.
-pub fn build(provider: &Arc<config::Provider>, client: &Client) -> Arc<dyn Provider> {
+pub fn build(
+    provider: &Arc<config::Provider>,
+    client: &Client,
+    server: &config::Server,
+) -> Arc<dyn Provider> {
     match provider.kind {
         ProviderKind::OpenAi => Arc::new(openai::OpenAi::new(provider.clone(), client.clone())),
         ProviderKind::Mock => Arc::new(mock::Mock::new(provider.mock.clone())),
-        ProviderKind::Anthropic => Arc::new(Unsupported("anthropic")),
+        ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(
+            provider.clone(),
+            client.clone(),
+            server,
+        )),
     }
 }
 
-/// A kind `check` accepts but this build cannot speak yet.
-struct Unsupported(&'static str);
-
-impl Provider for Unsupported {
-    fn send<'a>(
-        &'a self,
-        _: Endpoint,
-        _: &'a Map<String, Value>,
-        _: bool,
-    ) -> BoxFuture<'a, Result<Response<Body>, UpstreamError>> {
-        let message = format!(
-            "provider kind \"{}\" is not supported by this build",
-            self.0
-        );
-        Box::pin(async move { Err(UpstreamError::transport(ErrorKind::ClientError, message)) })
-    }
+/// A request as the client wrote it in the Messages dialect, for a target
+/// that speaks Messages too: it goes untranslated, so what the canonical
+/// request cannot hold (`cache_control` on any block, thinking signatures,
+/// server tools) survives.
+#[derive(Debug, Clone)]
+pub struct Native {
+    /// The body's bytes as they came.
+    pub body: Bytes,
+    /// The client's headers of that dialect that go along (`anthropic-beta`).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// What a successful attempt hands back before anything reached the client.
@@ -123,6 +140,9 @@ impl Limits {
 /// A successful attempt.
 pub struct Success {
     pub answer: Answer,
+    /// The answer is in the client's own dialect, untranslated (the request
+    /// went as [`Native`]).
+    pub native: bool,
     /// The upstream said its budget is spent (`x-ratelimit-remaining-*: 0`):
     /// the target is busy this long, though this request got through.
     pub busy_for: Option<Duration>,
@@ -139,18 +159,32 @@ enum Head {
 /// `max_cooldown` here, before any decision uses them, and its answer is
 /// read within `max_answer_bytes` / `max_event_bytes`. The provider's key,
 /// should the upstream echo it, is masked in answers as in errors.
+///
+/// With `native` (the client's own request) a provider that speaks the
+/// client's dialect is sent that instead, and its answer is left in that
+/// dialect: only its usage is read, and its errors classified.
 pub async fn attempt(
     provider: &dyn Provider,
     endpoint: Endpoint,
     body: &Map<String, Value>,
+    native: Option<&Native>,
     limits: &Limits,
 ) -> Result<Success, UpstreamError> {
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     let first_byte_timeout = limits.first_byte_timeout;
     let secret = provider.secret().filter(|k| !k.is_empty());
     let mut busy_for = None;
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let native_send = native.and_then(|n| provider.send_native(n, model, stream));
+    let is_native = native_send.is_some();
     let head = async {
-        let resp = provider.send(endpoint, body, stream).await?;
+        let resp = match native_send {
+            Some(send) => send.await?,
+            None => provider.send(endpoint, body, stream).await?,
+        };
         if !resp.status().is_success() {
             return Err(read::error(resp).await);
         }
@@ -161,7 +195,9 @@ pub async fn attempt(
                 max_bytes: limits.max_event_bytes,
                 secret,
             };
-            return read::first_event(resp, events).await.map(Head::Stream);
+            return read::first_event(resp, events, is_native)
+                .await
+                .map(Head::Stream);
         }
         Ok(Head::Json(resp))
     };
@@ -176,6 +212,10 @@ pub async fn attempt(
             })??;
         match head {
             Head::Stream(answer) => Ok::<_, UpstreamError>(answer),
+            Head::Json(resp) if is_native => {
+                let answer = read::native_json(resp, limits.max_answer_bytes).await?;
+                Ok(mask_answer(answer, secret))
+            }
             Head::Json(resp) => {
                 let answer = read::json(resp, endpoint, limits.max_answer_bytes).await?;
                 let answer = mask_answer(answer, secret);
@@ -189,7 +229,11 @@ pub async fn attempt(
         }
     };
     match answer.await {
-        Ok(answer) => Ok(Success { answer, busy_for }),
+        Ok(answer) => Ok(Success {
+            answer,
+            native: is_native,
+            busy_for,
+        }),
         Err(mut err) => {
             err.retry_after = err.retry_after.map(|hint| hint.min(limits.max_cooldown));
             Err(scrub(err, secret))

@@ -2,6 +2,7 @@
 //! servers (vLLM, llama.cpp, Ollama): the canonical request is already in
 //! its schema, so an attempt is a POST with the key and configured headers.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response};
@@ -33,7 +34,8 @@ impl OpenAi {
     ) -> Result<Response<Body>, UpstreamError> {
         let internal = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
         let base = self.provider.base_url.as_deref().unwrap_or_default();
-        let bytes = serde_json::to_vec(body).map_err(|e| internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(&*without_thinking_blocks(body))
+            .map_err(|e| internal(e.to_string()))?;
         let accept = if stream {
             "text/event-stream"
         } else {
@@ -71,6 +73,24 @@ impl OpenAi {
             upstream::SendError::Other(m) => UpstreamError::transport(ErrorKind::ServerError, m),
         })
     }
+}
+
+/// Anthropic's signed thinking (`thinking_blocks`, kept on assistant turns
+/// for a Messages upstream) is no field of this wire: strict servers refuse
+/// a message with a field they do not know.
+fn without_thinking_blocks(body: &Map<String, Value>) -> Cow<'_, Map<String, Value>> {
+    let has = |m: &Value| m.get("thinking_blocks").is_some();
+    let messages = body.get("messages").and_then(Value::as_array);
+    if !messages.is_some_and(|m| m.iter().any(has)) {
+        return Cow::Borrowed(body);
+    }
+    let mut body = body.clone();
+    if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) {
+        for m in messages.iter_mut().filter_map(Value::as_object_mut) {
+            m.remove("thinking_blocks");
+        }
+    }
+    Cow::Owned(body)
 }
 
 impl Provider for OpenAi {

@@ -13,6 +13,7 @@ use super::{classify, Answer};
 use crate::body::Body;
 use crate::error::{ErrorKind, UpstreamError};
 use crate::wire::chat::Endpoint;
+use crate::wire::messages;
 use crate::wire::sse::{self, SseEvent, SseReader};
 use crate::wire::usage::{self as normalize, Usage};
 
@@ -40,14 +41,14 @@ pub(super) async fn error(resp: Response<Body>) -> UpstreamError {
 }
 
 /// How reading a body stopped early.
-enum Cut {
+pub(super) enum Cut {
     TooLarge,
     Broke(String),
 }
 
 /// Reads until the body ends, fails, or would pass `limit` bytes (the rest
 /// is left unread, and nothing past `limit` is held); says how it stopped.
-async fn read_up_to(mut body: Body, limit: usize) -> (Bytes, Result<(), Cut>) {
+pub(super) async fn read_up_to(mut body: Body, limit: usize) -> (Bytes, Result<(), Cut>) {
     let mut bytes = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         match frame {
@@ -76,11 +77,7 @@ pub(super) async fn json(
     let bad = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
     let (parts, body) = resp.into_parts();
     let (bytes, read) = read_up_to(body, max_bytes).await;
-    match read {
-        Ok(()) => {}
-        Err(Cut::TooLarge) => return Err(too_large(max_bytes)),
-        Err(Cut::Broke(e)) => return Err(bad(format!("upstream answer broke off: {e}"))),
-    }
+    whole(read, max_bytes)?;
     if let Some(usage) = skim(&bytes, endpoint) {
         return Ok(Answer::Json { body: bytes, usage });
     }
@@ -101,6 +98,43 @@ pub(super) async fn json(
         bytes
     };
     Ok(Answer::Json { body, usage })
+}
+
+/// Whether a body was read whole: a cut is the answer's failure.
+pub(super) fn whole(read: Result<(), Cut>, max_bytes: usize) -> Result<(), UpstreamError> {
+    match read {
+        Ok(()) => Ok(()),
+        Err(Cut::TooLarge) => Err(too_large(max_bytes)),
+        Err(Cut::Broke(e)) => Err(UpstreamError::transport(
+            ErrorKind::ServerError,
+            format!("upstream answer broke off: {e}"),
+        )),
+    }
+}
+
+/// A non-streamed answer in the client's own dialect (Messages), read
+/// within `max_bytes` and handed on as it came; only its usage is read.
+pub(super) async fn native_json(
+    resp: Response<Body>,
+    max_bytes: usize,
+) -> Result<Answer, UpstreamError> {
+    let (parts, body) = resp.into_parts();
+    let (bytes, read) = read_up_to(body, max_bytes).await;
+    whole(read, max_bytes)?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        UpstreamError::transport(
+            ErrorKind::ServerError,
+            format!("upstream answered {} with invalid JSON: {e}", parts.status),
+        )
+    })?;
+    if let Some(err) = classify::error_in_body(&value, &parts.headers, SystemTime::now()) {
+        return Err(err);
+    }
+    let usage = value
+        .get("usage")
+        .map(|u| serde_json::json!({"usage": messages::chat_usage(u)}))
+        .and_then(|v| normalize::usage(&v));
+    Ok(Answer::Json { body: bytes, usage })
 }
 
 /// A whole `chat.completion` as a one-chunk stream.
@@ -172,6 +206,8 @@ fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
         reasoning_content: Option<Value>,
         #[serde(default, deserialize_with = "keep_null")]
         reasoning: Option<Value>,
+        #[serde(default)]
+        reasoning_details: Option<Value>,
     }
     fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
         if let Some(v) = value {
@@ -196,6 +232,7 @@ fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
                 let mut message = Map::new();
                 put(&mut message, "reasoning_content", m.reasoning_content);
                 put(&mut message, "reasoning", m.reasoning);
+                put(&mut message, "reasoning_details", m.reasoning_details);
                 choice.insert("message".into(), Value::Object(message));
             }
             Value::Object(choice)
@@ -215,7 +252,7 @@ fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
 /// An answer over `max_answer_bytes`: a 502 for the client, returned at
 /// once. Not retried and not failed over: the same question would likely
 /// draw an answer as large again, and each attempt would hold that much.
-fn too_large(max_bytes: usize) -> UpstreamError {
+pub(super) fn too_large(max_bytes: usize) -> UpstreamError {
     let mut err = UpstreamError::transport(
         ErrorKind::ClientError,
         format!(
@@ -229,9 +266,13 @@ fn too_large(max_bytes: usize) -> UpstreamError {
     err
 }
 
+/// The stream's first event, awaited so that a stream that fails before it
+/// fails over. `native`: the events are in the client's dialect (Messages)
+/// and go on as they came, with their names.
 pub(super) async fn first_event(
     resp: Response<Body>,
     events: Events<'_>,
+    native: bool,
 ) -> Result<Answer, UpstreamError> {
     let broke = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
     let mut reader = SseReader::new(resp.into_body(), events.max_bytes).mask(events.secret);
@@ -243,6 +284,22 @@ pub(super) async fn first_event(
                     first: Bytes::from_static(sse::DONE),
                     rest: None,
                 })
+            }
+            Ok(Some(SseEvent::Data { event, data })) if native => {
+                let value: Value = serde_json::from_str(&data).unwrap_or_default();
+                if let Some(err) =
+                    classify::error_in_body(&value, &http::HeaderMap::new(), SystemTime::now())
+                {
+                    return Err(err);
+                }
+                let name = event
+                    .as_deref()
+                    .or(value["type"].as_str())
+                    .unwrap_or("message");
+                return Ok(Answer::Stream {
+                    first: sse::named(name, data.as_bytes()),
+                    rest: Some(reader),
+                });
             }
             Ok(Some(SseEvent::Data { data, .. })) => {
                 let (first, _usage) = normalize_event(&data)?;
@@ -266,7 +323,12 @@ pub(super) async fn first_event(
 pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamError> {
     // Only these fields are ever rewritten: skip the parse for plain content
     // deltas, which are nearly every chunk of a stream.
-    let interesting = ["\"usage\"", "\"reasoning\"", "\"error\""];
+    let interesting = [
+        "\"usage\"",
+        "\"reasoning\"",
+        "\"reasoning_details\"",
+        "\"error\"",
+    ];
     if !interesting.iter().any(|k| data.contains(k)) {
         return Ok((sse::data(data.as_bytes()), None));
     }

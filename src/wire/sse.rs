@@ -40,7 +40,12 @@ pub struct SseReader {
     /// Masked wherever it appears in an event's data: upstreams sometimes
     /// echo the key they were sent.
     secret: Option<Box<str>>,
+    /// Shown every event's data as it is read (see [`SseReader::tap`]).
+    tap: Option<Tap>,
 }
+
+/// Something that watches a stream's events go by.
+pub type Tap = Box<dyn FnMut(&str) + Send + Sync>;
 
 enum Scan {
     Event(SseEvent),
@@ -62,7 +67,14 @@ impl SseReader {
             max_event_bytes,
             high_water: 0,
             secret: None,
+            tap: None,
         }
+    }
+
+    /// Shows `tap` every event's data (masked) from now on, for layers that
+    /// keep something of a stream they do not consume themselves.
+    pub fn tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
     }
 
     /// Masks `secret` in every event's data from now on.
@@ -84,7 +96,7 @@ impl SseReader {
         let mut work = 0;
         loop {
             match self.scan(&mut work) {
-                Ok(Scan::Event(event)) => return Ok(Some(self.masked(event))),
+                Ok(Scan::Event(event)) => return Ok(Some(self.seen(event))),
                 Ok(Scan::Busy) => {
                     work = 0;
                     tokio::task::yield_now().await;
@@ -97,7 +109,7 @@ impl SseReader {
                 }
             }
             if self.ended {
-                return Ok(self.flush().map(|e| self.masked(e)));
+                return Ok(self.flush().map(|e| self.seen(e)));
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => {
@@ -218,6 +230,14 @@ impl SseReader {
         self.event = None;
         self.data = None;
         self.ended = true;
+    }
+
+    fn seen(&mut self, event: SseEvent) -> SseEvent {
+        let event = self.masked(event);
+        if let (Some(tap), SseEvent::Data { data, .. }) = (&mut self.tap, &event) {
+            tap(data);
+        }
+        event
     }
 
     fn masked(&self, event: SseEvent) -> SseEvent {

@@ -144,16 +144,59 @@ fn reasoning(msg: &mut Value) -> bool {
         Some(other) => {
             // A non-string `reasoning` (e.g. an effort object) is not ours to move.
             obj.insert("reasoning".into(), other);
-            false
+            from_details(obj)
         }
-        None => false,
+        None => from_details(obj),
     }
+}
+
+/// OpenRouter may send only `reasoning_details` (its structured blocks):
+/// their readable text becomes `reasoning_content`; the blocks stay, for
+/// clients that send them back. Encrypted blocks have no text to show.
+fn from_details(obj: &mut Map<String, Value>) -> bool {
+    let Some(details) = obj.get("reasoning_details").and_then(Value::as_array) else {
+        return false;
+    };
+    let text: String = details
+        .iter()
+        .filter_map(|d| match d["type"].as_str() {
+            Some("reasoning.text") => d["text"].as_str(),
+            Some("reasoning.summary") => d["summary"].as_str(),
+            _ => None,
+        })
+        .collect();
+    if text.is_empty() {
+        return false;
+    }
+    obj.insert("reasoning_content".into(), Value::String(text));
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn openrouter_reasoning_details_alone_become_reasoning_content_streamed_and_whole() {
+        let details = json!([
+            {"type": "reasoning.summary", "summary": "Plan: ", "id": "r1", "format": "anthropic-claude-v1", "index": 0},
+            {"type": "reasoning.text", "text": "add 2 and 2", "signature": "sig", "index": 1},
+            {"type": "reasoning.encrypted", "data": "opaque", "index": 2}
+        ]);
+        let mut whole =
+            json!({"choices":[{"message":{"content":"4","reasoning_details": details}}]});
+        assert!(completion(&mut whole));
+        let message = &whole["choices"][0]["message"];
+        assert_eq!(message["reasoning_content"], "Plan: add 2 and 2");
+        assert_eq!(message["reasoning_details"], details, "the blocks stay");
+        let mut delta = json!({"choices":[{"delta":{"reasoning":null,"reasoning_details":[{"type":"reasoning.text","text":"add","index":0}]}}]});
+        assert!(chunk(&mut delta));
+        assert_eq!(delta["choices"][0]["delta"]["reasoning_content"], "add");
+        // Encrypted only: nothing to show.
+        let mut hidden = json!({"choices":[{"delta":{"reasoning_details":[{"type":"reasoning.encrypted","data":"x"}]}}]});
+        assert!(!chunk(&mut hidden));
+    }
 
     #[test]
     fn hoists_kimi_usage_from_last_choice_and_maps_cached_tokens() {

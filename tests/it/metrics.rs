@@ -53,6 +53,9 @@ const SPEC: &[(&str, &str, &[&str])] = &[
     // Not in SPEC's table: issue 11 asks that a response the store failed
     // to keep be counted.
     ("hermes_store_write_failures_total", "counter", &[]),
+    // Not in SPEC's table either: issue 14 asks which way each tool-call
+    // turn's reasoning went back to a thinking model.
+    ("hermes_reasoning_roundtrip_total", "counter", &["path"]),
 ];
 
 const UPSTREAM_OUTCOMES: &[&str] = &[

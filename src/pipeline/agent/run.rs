@@ -80,6 +80,8 @@ pub async fn run(
             deadline,
             routes,
             caller,
+            // Every step's request is the loop's, not the client's as it came.
+            native: None,
         },
         client_tools,
         conversation,
@@ -182,6 +184,7 @@ impl Loop {
             deadline: t.deadline,
             routes: t.routes.clone(),
             caller: t.caller.clone(),
+            native: None,
         };
         let served = self.inner.clone().oneshot(exchange).await?;
         self.attempts += served.attempts;
@@ -416,6 +419,7 @@ impl Loop {
                 estimated_tokens: 0,
                 compressed,
                 agent: Some(agent),
+                native: false,
             });
         }
     }
@@ -483,6 +487,7 @@ impl Loop {
             estimated_tokens: served.estimated_tokens,
             compressed: served.compressed,
             agent: Some(AgentReport::default()),
+            native: false,
         };
         let span = tracing::Span::current();
         tokio::spawn(

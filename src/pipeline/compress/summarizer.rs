@@ -136,6 +136,7 @@ impl Call<'_, '_> {
             deadline: self.summarizer.deadline,
             routes: self.summarizer.routes.clone(),
             caller: None,
+            native: None,
         };
         let served = self
             .service

@@ -105,10 +105,7 @@ mod tests {
             mock: MockSettings::default(),
         });
         Target {
-            adapter: crate::provider::build(
-                &provider,
-                &crate::upstream::Client::new(Duration::from_secs(1)),
-            ),
+            adapter: Arc::new(crate::provider::mock::Mock::new(MockSettings::default())),
             provider,
             model: "m".into(),
             weight,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::super::exchange::{Exchange, Report};
 use crate::error::{ApiError, UpstreamError};
+use crate::provider::Success;
 use crate::route::Target;
 use futures_util::future::BoxFuture;
 
@@ -72,4 +73,8 @@ pub trait AttemptHook: Send + Sync {
     ) -> BoxFuture<'a, Phase> {
         Box::pin(async { Phase::Go })
     }
+
+    /// After an attempt on `target` succeeded, before the answer goes up
+    /// the stack: a hook may watch it (a stream through `SseReader::tap`).
+    fn answered(&self, _ctx: &Ctx, _target: &Target, _success: &mut Success) {}
 }

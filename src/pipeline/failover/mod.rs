@@ -122,9 +122,21 @@ impl Failover {
             body.insert("model".into(), Value::String(target.model.clone()));
 
             let started = Instant::now();
-            let result =
-                provider::attempt(&*target.adapter, ctx.exchange.endpoint, body, &self.limits)
-                    .await;
+            // Compression rewrote the conversation: the client's own bytes
+            // are no longer what should be sent.
+            let native = ctx
+                .exchange
+                .native
+                .as_deref()
+                .filter(|_| ctx.compressed.is_none());
+            let result = provider::attempt(
+                &*target.adapter,
+                ctx.exchange.endpoint,
+                body,
+                native,
+                &self.limits,
+            )
+            .await;
             let took = started.elapsed();
             ctx.upstream_time += took;
             metrics
@@ -133,7 +145,10 @@ impl Failover {
                 .observe(took.as_secs_f64());
 
             let err = match result {
-                Ok(success) => {
+                Ok(mut success) => {
+                    for hook in self.hooks.iter() {
+                        hook.answered(&ctx, target, &mut success);
+                    }
                     metrics
                         .upstream_requests
                         .with_label_values(&[provider, "ok"])
@@ -160,6 +175,7 @@ impl Failover {
                         estimated_tokens: ctx.tokens.unwrap_or(0),
                         compressed: ctx.compressed,
                         agent: None,
+                        native: success.native,
                     });
                 }
                 Err(err) => err,

@@ -22,10 +22,54 @@
 pub mod ingress;
 pub mod upstream;
 
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
 
 /// The `anthropic-version` every upstream request carries.
 pub const VERSION: &str = "2023-06-01";
+
+/// The client's request with only its `model` replaced, byte for byte
+/// otherwise (a re-serialized body would reorder keys and reformat numbers,
+/// and prompt caching hashes the bytes it is sent). `None` when the body
+/// has no single top-level `model` to replace.
+pub fn with_model(original: &[u8], model: &str) -> Option<Vec<u8>> {
+    #[derive(Deserialize)]
+    struct Model<'a> {
+        #[serde(borrow)]
+        model: &'a RawValue,
+    }
+    let found: Model = serde_json::from_slice(original).ok()?;
+    // The raw value borrows from `original`: its place there is its offset.
+    let at = found.model.get().as_ptr() as usize - original.as_ptr() as usize;
+    let end = at + found.model.get().len();
+    let model = serde_json::to_string(model).ok()?;
+    let mut out = Vec::with_capacity(original.len() + model.len());
+    out.extend_from_slice(&original[..at]);
+    out.extend_from_slice(model.as_bytes());
+    out.extend_from_slice(&original[end..]);
+    Some(out)
+}
+
+/// Keeps the usage a Messages stream reports as it goes: `message_start`
+/// carries the input side, `message_delta` the output (and, from some
+/// servers, input fields again, which win). Returns the usage so far in chat
+/// form when `data` reported any.
+pub fn stream_usage(tally: &mut Map<String, Value>, data: &str) -> Option<Value> {
+    if !data.contains("\"usage\"") {
+        return None;
+    }
+    let event: Value = serde_json::from_str(data).ok()?;
+    let usage = event["message"]["usage"]
+        .as_object()
+        .or(event["usage"].as_object())?;
+    for (k, v) in usage {
+        if !v.is_null() {
+            tally.insert(k.clone(), v.clone());
+        }
+    }
+    Some(chat_usage(&Value::Object(tally.clone())))
+}
 
 /// A Messages `stop_reason` as a chat `finish_reason`.
 pub fn finish_reason(stop_reason: &str) -> &'static str {
@@ -95,6 +139,33 @@ mod tests {
         assert_eq!(chat["total_tokens"], 367);
         assert_eq!(chat["prompt_tokens_details"]["cached_tokens"], 300);
         assert_eq!(messages_usage(&chat), anthropic);
+    }
+
+    #[test]
+    fn only_the_model_is_replaced_byte_for_byte() {
+        let original = br#"{ "max_tokens": 1.50e3, "model" : "default", "system": [{"type":"text","text":"model","cache_control":{"type":"ephemeral"}}],"z":1}"#;
+        let out = with_model(original, "claude-\"x\"").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{ "max_tokens": 1.50e3, "model" : "claude-\"x\"", "system": [{"type":"text","text":"model","cache_control":{"type":"ephemeral"}}],"z":1}"#
+        );
+        assert_eq!(with_model(br#"{"model":"a","model":"b"}"#, "c"), None);
+        assert_eq!(with_model(b"[]", "c"), None);
+    }
+
+    #[test]
+    fn a_streams_usage_adds_up_from_start_to_delta() {
+        let mut tally = Map::new();
+        let start = r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":25,"cache_read_input_tokens":100,"output_tokens":1}}}"#;
+        assert_eq!(
+            stream_usage(&mut tally, start).unwrap()["prompt_tokens"],
+            125
+        );
+        assert_eq!(stream_usage(&mut tally, r#"{"type":"ping"}"#), None);
+        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#;
+        let usage = stream_usage(&mut tally, delta).unwrap();
+        assert_eq!(usage["completion_tokens"], 15);
+        assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 100);
     }
 
     #[test]

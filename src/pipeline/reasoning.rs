@@ -1,0 +1,461 @@
+//! Reasoning that survives the round trip. Thinking models (Kimi K2.x,
+//! DeepSeek, Claude with thinking) want an assistant tool-call turn sent
+//! back with the reasoning it was answered with, and most clients drop it
+//! when they rebuild their history. The proxy saw the answer, so it keeps
+//! each answer's reasoning (`reasoning_content`, Anthropic's signed
+//! `thinking_blocks`, OpenRouter's `reasoning_details`) under its tool calls,
+//! and puts it back when the conversation returns without it.
+//!
+//! Only when nothing was kept (history from before the proxy, or evicted)
+//! does it fall back to what the provider accepts: an empty
+//! `reasoning_content` for a server that said it needs one, a request
+//! without thinking for a Messages upstream. The same hook downgrades a
+//! forced `tool_choice` for a server that refuses one while thinking.
+//! `hermes_reasoning_roundtrip_total{path}` counts which way each turn went.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Map, Value};
+
+use super::failover::hooks::{AttemptHook, Ctx, Phase};
+use crate::config::ProviderKind;
+use crate::error::{ErrorKind, UpstreamError};
+use crate::provider::{Answer, Success};
+use crate::route::Target;
+use crate::wire::sse;
+
+/// The fields that carry an answer's reasoning, whatever the upstream.
+const FIELDS: [&str; 3] = ["reasoning_content", "thinking_blocks", "reasoning_details"];
+
+/// How long kept reasoning waits for its conversation to come back.
+const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
+/// At most this much reasoning text is kept (entries weigh their size).
+const MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What the proxy remembers across requests: each tool-call answer's
+/// reasoning, and which targets refuse what.
+pub struct Remembered {
+    kept: moka::sync::Cache<u64, Arc<Map<String, Value>>>,
+    /// (provider, model) pairs that said an assistant tool-call turn needs
+    /// `reasoning_content`, or refused a forced `tool_choice`.
+    needs_reasoning: Mutex<HashSet<(String, String)>>,
+    refuses_forced_tools: Mutex<HashSet<(String, String)>>,
+}
+
+impl Default for Remembered {
+    fn default() -> Self {
+        Remembered {
+            kept: moka::sync::Cache::builder()
+                .max_capacity(MAX_BYTES)
+                .weigher(|_, v: &Arc<Map<String, Value>>| {
+                    serde_json::to_vec(&**v)
+                        .map_or(u32::MAX, |b| b.len().min(u32::MAX as usize) as u32)
+                })
+                .time_to_live(KEPT_FOR)
+                .build(),
+            needs_reasoning: Mutex::default(),
+            refuses_forced_tools: Mutex::default(),
+        }
+    }
+}
+
+impl Remembered {
+    /// Keeps `message`'s reasoning under its tool calls, if it has both.
+    pub fn keep(&self, owner: &str, message: &Value) {
+        let Some(key) = key(owner, message) else {
+            return;
+        };
+        let fields: Map<String, Value> = FIELDS
+            .iter()
+            .filter_map(|f| {
+                let v = message.get(*f)?;
+                let empty = v.is_null()
+                    || v.as_str() == Some("")
+                    || v.as_array().is_some_and(Vec::is_empty);
+                (!empty).then(|| ((*f).to_owned(), v.clone()))
+            })
+            .collect();
+        if !fields.is_empty() {
+            self.kept.insert(key, Arc::new(fields));
+        }
+    }
+
+    /// Puts back what was kept for `message`'s tool calls, where the client
+    /// left it out. True when something was put back.
+    fn restore(&self, owner: &str, message: &mut Value) -> bool {
+        let Some(kept) = key(owner, message).and_then(|k| self.kept.get(&k)) else {
+            return false;
+        };
+        let Some(message) = message.as_object_mut() else {
+            return false;
+        };
+        let mut restored = false;
+        for (field, value) in kept.iter() {
+            let missing = message
+                .get(field)
+                .is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+            if missing {
+                message.insert(field.clone(), value.clone());
+                restored = true;
+            }
+        }
+        restored
+    }
+
+    fn learned(set: &Mutex<HashSet<(String, String)>>, target: &Target) -> bool {
+        let set = set.lock().unwrap_or_else(|e| e.into_inner());
+        set.contains(&(target.provider.name.clone(), target.model.clone()))
+    }
+
+    fn learn(set: &Mutex<HashSet<(String, String)>>, target: &Target) {
+        let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert((target.provider.name.clone(), target.model.clone()));
+    }
+}
+
+/// The key of an assistant message's tool calls: who asked, and each call's
+/// id, name and arguments (parsed, so a client that re-serializes them with
+/// other spacing still matches; ids alone repeat, as Kimi's
+/// `functions.name:0` do across conversations).
+fn key(owner: &str, message: &Value) -> Option<u64> {
+    let calls = message
+        .get("tool_calls")?
+        .as_array()
+        .filter(|c| !c.is_empty())?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    owner.hash(&mut h);
+    for call in calls {
+        call["id"].as_str().unwrap_or_default().hash(&mut h);
+        call["function"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .hash(&mut h);
+        let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
+        match serde_json::from_str::<Value>(arguments) {
+            Ok(parsed) => parsed.to_string().hash(&mut h),
+            Err(_) => arguments.hash(&mut h),
+        }
+    }
+    Some(h.finish())
+}
+
+/// The per-attempt hook that restores, falls back and keeps.
+pub struct ReasoningHook {
+    remembered: Arc<Remembered>,
+    counted: prometheus::IntCounterVec,
+}
+
+/// Marks, in a request's hook state, what was already done for it.
+#[derive(Clone)]
+struct Restored;
+#[derive(Clone)]
+struct FilledEmpty;
+#[derive(Clone)]
+struct Downgraded;
+
+impl ReasoningHook {
+    pub fn new(remembered: Arc<Remembered>, counted: prometheus::IntCounterVec) -> Self {
+        ReasoningHook {
+            remembered,
+            counted,
+        }
+    }
+
+    fn count(&self, path: &str, n: usize) {
+        if n > 0 {
+            self.counted.with_label_values(&[path]).inc_by(n as u64);
+        }
+    }
+
+    fn owner(ctx: &Ctx) -> Option<String> {
+        ctx.exchange.caller.as_ref().map(|c| c.owner.clone())
+    }
+}
+
+fn assistant_calls(body: &mut Map<String, Value>) -> impl Iterator<Item = &mut Value> {
+    body.get_mut("messages")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["role"] == "assistant" && m["tool_calls"].as_array().is_some_and(|c| !c.is_empty())
+        })
+}
+
+/// Gives every assistant tool-call turn without reasoning an empty one.
+fn fill_empty(body: &mut Map<String, Value>) -> usize {
+    let mut filled = 0;
+    for message in assistant_calls(body) {
+        if message.get("reasoning_content").is_none_or(Value::is_null) {
+            message["reasoning_content"] = Value::String(String::new());
+            filled += 1;
+        }
+    }
+    filled
+}
+
+/// A Messages upstream with thinking on refuses a tool-call turn without its
+/// signed thinking: without it, the request goes without thinking.
+fn drop_unsigned_thinking(body: &mut Map<String, Value>) -> bool {
+    let thinking = body.get("thinking").is_some_and(|t| t["type"] == "enabled")
+        || body.get("reasoning_effort").is_some_and(|e| e.is_string());
+    if !thinking {
+        return false;
+    }
+    let unsigned = assistant_calls(body).last().is_some_and(|m| {
+        !m["thinking_blocks"].as_array().is_some_and(|b| {
+            b.iter().any(|b| {
+                b["signature"].as_str().is_some_and(|s| !s.is_empty())
+                    || b["type"] == "redacted_thinking"
+            })
+        })
+    });
+    if unsigned {
+        body.remove("thinking");
+        body.remove("reasoning_effort");
+    }
+    unsigned
+}
+
+/// A forced `tool_choice` (`required`, or a named function) made `auto`,
+/// with the demand said in words instead: the documented downgrade for a
+/// server that refuses to force a tool while thinking.
+fn downgrade_tool_choice(body: &mut Map<String, Value>) -> bool {
+    let demand = match body.get("tool_choice") {
+        Some(Value::String(s)) if s == "required" => {
+            "You must call one of the provided tools in this reply.".to_owned()
+        }
+        Some(choice) if choice["function"]["name"].is_string() => format!(
+            "You must call the `{}` tool in this reply.",
+            choice["function"]["name"].as_str().unwrap_or_default()
+        ),
+        _ => return false,
+    };
+    body.insert("tool_choice".into(), Value::String("auto".into()));
+    if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) {
+        messages.push(json!({"role": "system", "content": demand}));
+    }
+    true
+}
+
+/// Kimi's (and DeepSeek's) 400 for a tool-call turn sent back without its reasoning.
+fn says_reasoning_missing(err: &UpstreamError) -> bool {
+    err.kind == ErrorKind::ClientError && err.message.contains("reasoning_content is missing")
+}
+
+/// A 400 that refuses a forced tool choice because the model is thinking.
+fn refuses_forced_tool(err: &UpstreamError) -> bool {
+    let m = err.message.to_ascii_lowercase();
+    err.kind == ErrorKind::ClientError && m.contains("tool_choice") && m.contains("thinking")
+}
+
+impl AttemptHook for ReasoningHook {
+    fn before<'a>(&'a self, ctx: &'a mut Ctx, target: &'a Target) -> BoxFuture<'a, Phase> {
+        Box::pin(async move {
+            let owner = Self::owner(ctx);
+            if ctx.state.get::<Restored>().is_none() {
+                ctx.state.insert(Restored);
+                if let Some(owner) = &owner {
+                    let remembered = &self.remembered;
+                    let restored = assistant_calls(&mut ctx.exchange.body)
+                        .map(|m| remembered.restore(owner, m))
+                        .filter(|restored| *restored)
+                        .count();
+                    self.count("restored", restored);
+                }
+            }
+            let body = &mut ctx.exchange.body;
+            if Remembered::learned(&self.remembered.needs_reasoning, target) {
+                self.count("empty", fill_empty(body));
+            }
+            if Remembered::learned(&self.remembered.refuses_forced_tools, target)
+                && downgrade_tool_choice(body)
+            {
+                self.count("tool_choice_downgraded", 1);
+            }
+            if target.provider.kind == ProviderKind::Anthropic && drop_unsigned_thinking(body) {
+                self.count("thinking_dropped", 1);
+            }
+            Phase::Go
+        })
+    }
+
+    fn after_error<'a>(
+        &'a self,
+        ctx: &'a mut Ctx,
+        target: &'a Target,
+        err: &'a UpstreamError,
+    ) -> BoxFuture<'a, Phase> {
+        Box::pin(async move {
+            if says_reasoning_missing(err) && ctx.state.get::<FilledEmpty>().is_none() {
+                ctx.state.insert(FilledEmpty);
+                Remembered::learn(&self.remembered.needs_reasoning, target);
+                let filled = fill_empty(&mut ctx.exchange.body);
+                self.count("empty", filled);
+                if filled > 0 {
+                    return Phase::Again;
+                }
+            }
+            if refuses_forced_tool(err) && ctx.state.get::<Downgraded>().is_none() {
+                ctx.state.insert(Downgraded);
+                Remembered::learn(&self.remembered.refuses_forced_tools, target);
+                if downgrade_tool_choice(&mut ctx.exchange.body) {
+                    self.count("tool_choice_downgraded", 1);
+                    return Phase::Again;
+                }
+            }
+            Phase::Go
+        })
+    }
+
+    fn answered(&self, ctx: &Ctx, _target: &Target, success: &mut Success) {
+        let Some(owner) = Self::owner(ctx).filter(|_| !success.native) else {
+            return;
+        };
+        match &mut success.answer {
+            Answer::Json { body, .. } => {
+                // Most answers call no tool: look before parsing.
+                if memchr::memmem::find(body, b"\"tool_calls\"").is_none() {
+                    return;
+                }
+                if let Ok(completion) = serde_json::from_slice::<Value>(body) {
+                    let message = &completion["choices"][0]["message"];
+                    self.remembered.keep(&owner, message);
+                }
+            }
+            Answer::Stream { first, rest } => {
+                let mut memo = StreamMemo::default();
+                for data in sse::payloads(first) {
+                    memo.feed(&String::from_utf8_lossy(data));
+                }
+                let remembered = self.remembered.clone();
+                match rest {
+                    Some(reader) => reader.tap(Box::new(move |data| {
+                        if memo.feed(data) {
+                            remembered.keep(&owner, &memo.message());
+                        }
+                    })),
+                    None => remembered.keep(&owner, &memo.message()),
+                }
+            }
+        }
+    }
+}
+
+/// A streamed answer's tool calls and reasoning, gathered as they pass.
+#[derive(Default)]
+struct StreamMemo {
+    reasoning: String,
+    thinking_blocks: Vec<Value>,
+    details: Vec<Value>,
+    /// By the chunk's tool-call index: id, name, arguments.
+    calls: Vec<(String, String, String)>,
+}
+
+impl StreamMemo {
+    /// One event's data; true when the answer just finished.
+    fn feed(&mut self, data: &str) -> bool {
+        let watched = [
+            "\"reasoning",
+            "\"thinking_blocks\"",
+            "\"tool_calls\"",
+            "\"finish_reason\":\"",
+        ];
+        if !watched.iter().any(|w| data.contains(w)) {
+            return false;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            return false;
+        };
+        let choice = &chunk["choices"][0];
+        let delta = &choice["delta"];
+        if let Some(text) = delta["reasoning_content"]
+            .as_str()
+            .or(delta["reasoning"].as_str())
+        {
+            self.reasoning.push_str(text);
+        }
+        self.thinking_blocks.extend(
+            delta["thinking_blocks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        self.details.extend(
+            delta["reasoning_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+            let index = call["index"].as_u64().unwrap_or(0) as usize;
+            if index > 64 {
+                continue;
+            }
+            if self.calls.len() <= index {
+                self.calls.resize(index + 1, Default::default());
+            }
+            let (id, name, arguments) = &mut self.calls[index];
+            if let Some(s) = call["id"].as_str() {
+                id.push_str(s);
+            }
+            if let Some(s) = call["function"]["name"].as_str() {
+                name.push_str(s);
+            }
+            if let Some(s) = call["function"]["arguments"].as_str() {
+                arguments.push_str(s);
+            }
+        }
+        choice["finish_reason"].is_string()
+    }
+
+    /// The answer as a message, as it would have come whole.
+    fn message(&self) -> Value {
+        let calls: Vec<Value> = self
+            .calls
+            .iter()
+            .map(|(id, name, arguments)| {
+                json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+            })
+            .collect();
+        json!({
+            "role": "assistant",
+            "tool_calls": calls,
+            "reasoning_content": self.reasoning,
+            "thinking_blocks": self.thinking_blocks,
+            "reasoning_details": merge_details(&self.details),
+        })
+    }
+}
+
+/// OpenRouter streams `reasoning_details` in pieces that share an `index`:
+/// the text of one block is the pieces' text joined.
+fn merge_details(pieces: &[Value]) -> Vec<Value> {
+    let mut merged: Vec<Value> = vec![];
+    for piece in pieces {
+        let same = merged
+            .last_mut()
+            .filter(|last| last["index"] == piece["index"] && last["type"] == piece["type"]);
+        match same {
+            Some(last) => {
+                for field in ["text", "summary", "data"] {
+                    if let Some(more) = piece[field].as_str() {
+                        let joined = format!("{}{more}", last[field].as_str().unwrap_or_default());
+                        last[field] = Value::String(joined);
+                    }
+                }
+                if let Some(signature) = piece.get("signature").filter(|s| !s.is_null()) {
+                    last["signature"] = signature.clone();
+                }
+            }
+            None => merged.push(piece.clone()),
+        }
+    }
+    merged
+}
