@@ -6,9 +6,11 @@
 //! that SDK against a scripted model (`tests/e2e/agent_e2e.py`), and a real
 //! Prometheus that scrapes the proxy and evaluates every dashboard query
 //! (`tests/e2e/prometheus_check.sh`), and the official OpenAI Node SDK
-//! (`tests/e2e/node_sdk_e2e.mjs`: chat, streams, tools, errors).
+//! (`tests/e2e/node_sdk_e2e.mjs`: chat, streams, tools, errors), and the
+//! official Anthropic Python SDK against the Messages ingress, routed to Chat
+//! Completions and Messages upstreams (`tests/e2e/anthropic_e2e.py`).
 //!
-//! They need `pip install openai openai-agents` (or `HERMES_E2E_PYTHON`
+//! They need `pip install openai openai-agents anthropic` (or `HERMES_E2E_PYTHON`
 //! naming a Python that has them), Debian's `prometheus` package, and node
 //! with npm's `openai` (`HERMES_E2E_NODE_MODULES` naming the `node_modules`
 //! that holds it, else `target/ci-node/node_modules`); `.ci/run` installs them.
@@ -104,6 +106,21 @@ fn the_agent_loop_runs_built_in_tools_and_feeds_their_results_back() {
         return;
     }
     run_with(&python, "agent_e2e.py", &[]);
+}
+
+/// The Messages ingress (`POST /v1/messages`) through the official Anthropic
+/// Python SDK: create and stream on a Chat Completions route, a tool_use ->
+/// tool_result round trip, count_tokens, typed 401/404/429/400 errors, a
+/// byte-for-byte passthrough to a Messages upstream, and failover from a 529
+/// Messages upstream to a Chat Completions one.
+#[test]
+fn the_official_anthropic_python_sdk_works_against_the_messages_ingress() {
+    let python = python();
+    let has_sdk = succeeds(Command::new(&python).args(["-c", "import anthropic, openai"]));
+    if require(has_sdk, &format!("the Anthropic Python SDK (for {python})")).is_err() {
+        return;
+    }
+    run_with(&python, "anthropic_e2e.py", &[]);
 }
 
 /// The OpenAI Node SDK against a scripted upstream: chat, a stream with
