@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::admin::json_response;
 use super::edge::Trace;
 use super::proxy::{
-    account, caller, hermes_headers, read_body, respond, send, with_headers, Streamed,
+    account, caller, hermes_headers, read_body, respond, send, with_headers, Canonical, Streamed,
 };
 use crate::body::{self, Body};
 use crate::error::ApiError;
@@ -76,9 +76,11 @@ async fn create_inner(
         &generation,
         principal,
         &caller,
-        Endpoint::Chat,
-        request.chat,
-        Some(native),
+        Canonical {
+            endpoint: Endpoint::Chat,
+            body: request.chat,
+            native: Some(native),
+        },
         started,
         trace,
     )

@@ -46,9 +46,11 @@ pub async fn forward(
         &generation,
         principal,
         &caller,
-        endpoint,
-        body,
-        None,
+        Canonical {
+            endpoint,
+            body,
+            native: None,
+        },
         started,
         trace,
     )
@@ -88,6 +90,14 @@ pub async fn forward(
     Ok(with_headers(resp, headers))
 }
 
+/// A request in the canonical schema, as a dialect made it.
+pub(super) struct Canonical {
+    pub endpoint: Endpoint,
+    pub body: Map<String, Value>,
+    /// The client's own request, for a target that speaks its dialect.
+    pub native: Option<Arc<Native>>,
+}
+
 /// A deadline so far away that it never comes (30 years).
 const NO_DEADLINE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
@@ -106,12 +116,15 @@ pub(super) async fn send(
     generation: &Generation,
     principal: Option<Principal<'_>>,
     caller: &Arc<Caller>,
-    endpoint: Endpoint,
-    body: Map<String, Value>,
-    native: Option<Arc<Native>>,
+    request: Canonical,
     started: Instant,
     trace: &mut Trace,
 ) -> Result<Sent, ApiError> {
+    let Canonical {
+        endpoint,
+        body,
+        native,
+    } = request;
     let model = body
         .get("model")
         .and_then(Value::as_str)

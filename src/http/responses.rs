@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use super::admin::{json_response, json_text_response};
 use super::edge::Trace;
-use super::proxy::{account, caller, hermes_headers, read_body, send, with_headers, Streamed};
+use super::proxy::{
+    account, caller, hermes_headers, read_body, send, with_headers, Canonical, Streamed,
+};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::provider::Answer;
@@ -59,9 +61,11 @@ pub async fn create(
         &generation,
         principal,
         &caller,
-        Endpoint::Chat,
-        chat,
-        None,
+        Canonical {
+            endpoint: Endpoint::Chat,
+            body: chat,
+            native: None,
+        },
         started,
         trace,
     )

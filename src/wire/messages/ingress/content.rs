@@ -102,7 +102,7 @@ enum Content<'a> {
 }
 
 /// A block's `type`, checked to be there.
-fn block_type<'a>(i: usize, j: usize, block: &'a Value) -> Result<&'a str, ApiError> {
+fn block_type(i: usize, j: usize, block: &Value) -> Result<&str, ApiError> {
     block["type"].as_str().ok_or_else(|| {
         invalid(
             format!(
