@@ -228,7 +228,7 @@ pub async fn cors<S: Inner>(
     let refused = browser::refusal(&state.current().config.server, req.headers(), req.uri());
     if let Some(refused) = refused {
         // No CORS headers: the page may not read even the refusal.
-        return refused.into_response();
+        return super::error_response(req.uri().path(), refused);
     }
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if req.method() == Method::OPTIONS {

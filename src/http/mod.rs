@@ -79,6 +79,16 @@ impl tower::Service<Request<Incoming>> for Dispatch {
     }
 }
 
+/// An error in the dialect of the endpoint it answers: Anthropic's SDKs
+/// read only Anthropic's shape, every other client OpenAI's.
+pub(crate) fn error_response(path: &str, err: ApiError) -> Response<Body> {
+    if path.starts_with("/v1/messages") {
+        crate::wire::messages::ingress::error_response(&err)
+    } else {
+        err.into_response()
+    }
+}
+
 async fn dispatch(
     state: &Arc<State>,
     req: Request<Incoming>,

@@ -123,29 +123,51 @@ impl Anthropic {
     }
 
     /// The Messages events, translated as they arrive into chat events.
+    /// `message_start` says nothing yet, and an overloaded Anthropic often
+    /// sends its `error` event right after it: held back until the next
+    /// event, so that such an error is the stream's first event and the
+    /// attempt fails over instead of committing the client to a broken answer.
     fn stream_as_chat(&self, resp: Response<Body>) -> Response<Body> {
+        struct State {
+            reader: SseReader,
+            chunks: ChatChunks,
+            held: Option<Bytes>,
+        }
         let (parts, body) = resp.into_parts();
-        let reader = SseReader::new(body, self.max_event_bytes);
-        let events =
-            futures_util::stream::unfold(Some((reader, ChatChunks::new())), |state| async move {
-                let (mut reader, mut chunks) = state?;
-                loop {
-                    match reader.next().await {
-                        Ok(Some(SseEvent::Data { event, data })) => {
-                            let out = chunks.event(event.as_deref(), &data);
-                            if !out.is_empty() {
-                                let next = (!chunks.done()).then_some((reader, chunks));
-                                return Some((Ok::<_, BoxError>(Frame::data(out)), next));
-                            }
+        let state = State {
+            reader: SseReader::new(body, self.max_event_bytes),
+            chunks: ChatChunks::new(),
+            held: None,
+        };
+        let events = futures_util::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            loop {
+                match state.reader.next().await {
+                    Ok(Some(SseEvent::Data { event, data })) => {
+                        let out = state.chunks.event(event.as_deref(), &data);
+                        if out.is_empty() {
+                            continue;
                         }
-                        Ok(Some(SseEvent::Comment)) => {}
-                        // Ended: before `message_stop`, the reader on the
-                        // other side reports the cut.
-                        Ok(None) => return None,
-                        Err(e) => return Some((Err(e), None)),
+                        let kind = event.as_deref().unwrap_or_default();
+                        if kind == "message_start" || data.contains("\"type\":\"message_start\"") {
+                            state.held = Some(out);
+                            continue;
+                        }
+                        let out = match state.held.take() {
+                            Some(held) if kind != "error" => [held, out].concat().into(),
+                            _ => out,
+                        };
+                        let next = (!state.chunks.done()).then_some(state);
+                        return Some((Ok::<_, BoxError>(Frame::data(out)), next));
                     }
+                    Ok(Some(SseEvent::Comment)) => {}
+                    // Ended: before `message_stop`, the reader on the
+                    // other side reports the cut.
+                    Ok(None) => return None,
+                    Err(e) => return Some((Err(e), None)),
                 }
-            });
+            }
+        });
         Response::from_parts(parts, StreamBody::new(events).boxed())
     }
 

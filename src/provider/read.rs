@@ -276,6 +276,8 @@ pub(super) async fn first_event(
 ) -> Result<Answer, UpstreamError> {
     let broke = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
     let mut reader = SseReader::new(resp.into_body(), events.max_bytes).mask(events.secret);
+    // A native stream's opening events, held until one says something.
+    let mut held = bytes::BytesMut::new();
     loop {
         match reader.next().await {
             Ok(Some(SseEvent::Comment)) => continue,
@@ -296,8 +298,13 @@ pub(super) async fn first_event(
                     .as_deref()
                     .or(value["type"].as_str())
                     .unwrap_or("message");
+                held.extend_from_slice(&sse::named(name, data.as_bytes()));
+                // Nothing said yet: an `error` may still come, and fail over.
+                if matches!(name, "message_start" | "ping") {
+                    continue;
+                }
                 return Ok(Answer::Stream {
-                    first: sse::named(name, data.as_bytes()),
+                    first: held.freeze(),
                     rest: Some(reader),
                 });
             }

@@ -6,6 +6,7 @@
 mod support;
 
 mod agent;
+mod anthropic_overload;
 mod browsers;
 mod chat;
 mod chromium;
