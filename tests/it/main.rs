@@ -6,6 +6,7 @@
 mod support;
 
 mod agent;
+mod anthropic;
 mod browsers;
 mod chat;
 mod chromium;
