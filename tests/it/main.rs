@@ -7,6 +7,7 @@ mod support;
 
 mod agent;
 mod anthropic;
+mod anthropic_ingress;
 mod browsers;
 mod chat;
 mod chromium;
