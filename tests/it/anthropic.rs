@@ -19,8 +19,8 @@ use crate::support::proxy::{http, sse_data, Proxy};
 pub(crate) const CLAUDE_KEY: &str = "sk-ant-api03-upstream-secret";
 pub(crate) const CLAUDE_MODEL: &str = "claude-sonnet-4-5";
 pub(crate) const CLIENT_KEY: &str = "sk-hermes-claude-code";
-const THINKING: &str = "The user wants to know the current weather in Paris. I have access to a function `get_weather`...";
-const TOOL_ID: &str = "toolu_01CswdEQBMshySk6Y9DFKrfq";
+pub(crate) const THINKING: &str = "The user wants to know the current weather in Paris. I have access to a function `get_weather`...";
+pub(crate) const TOOL_ID: &str = "toolu_01CswdEQBMshySk6Y9DFKrfq";
 
 /// A route `main` over an anthropic-kind `claude`, then (if given) an
 /// openai-kind `gpt`.
@@ -58,7 +58,7 @@ pub(crate) async fn start(toml: &str) -> Proxy {
     Proxy::start_with_env(toml, &[("CLAUDE_KEY", CLAUDE_KEY), ("CC_KEY", CLIENT_KEY)]).await
 }
 
-fn weather_tool() -> ChatCompletionTool {
+pub(crate) fn weather_tool() -> ChatCompletionTool {
     ChatCompletionToolArgs::default()
         .r#type(ChatCompletionToolType::Function)
         .function(
@@ -77,7 +77,7 @@ pub(crate) fn weather_schema() -> Value {
     json!({"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]})
 }
 
-fn first_turn() -> Vec<ChatCompletionRequestMessage> {
+pub(crate) fn first_turn() -> Vec<ChatCompletionRequestMessage> {
     vec![
         ChatCompletionRequestSystemMessageArgs::default()
             .content("You are a weather assistant.")
@@ -92,7 +92,9 @@ fn first_turn() -> Vec<ChatCompletionRequestMessage> {
     ]
 }
 
-fn weather_request(messages: Vec<ChatCompletionRequestMessage>) -> CreateChatCompletionRequest {
+pub(crate) fn weather_request(
+    messages: Vec<ChatCompletionRequestMessage>,
+) -> CreateChatCompletionRequest {
     CreateChatCompletionRequestArgs::default()
         .model("main")
         .messages(messages)
@@ -101,7 +103,7 @@ fn weather_request(messages: Vec<ChatCompletionRequestMessage>) -> CreateChatCom
         .unwrap()
 }
 
-fn thinking_tool_use() -> Reply {
+pub(crate) fn thinking_tool_use() -> Reply {
     wire::anthropic_thinking_tool_use_message(
         THINKING,
         wire::DOC_TOOL_SIGNATURE,
@@ -116,7 +118,7 @@ pub(crate) fn parse(s: &str) -> Value {
 }
 
 /// A chat stream's JSON chunks (`[DONE]` left out).
-fn chunks(data: &[String]) -> Vec<Value> {
+pub(crate) fn chunks(data: &[String]) -> Vec<Value> {
     data.iter()
         .filter(|d| *d != "[DONE]")
         .map(|d| parse(d))
@@ -124,7 +126,7 @@ fn chunks(data: &[String]) -> Vec<Value> {
 }
 
 /// The concatenation of `field` over a chat stream's deltas.
-fn joined(chunks: &[Value], field: &str) -> String {
+pub(crate) fn joined(chunks: &[Value], field: &str) -> String {
     chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"][field].as_str())

@@ -19,6 +19,7 @@ mod hostile_upstream;
 mod load;
 mod metrics;
 mod probe;
+mod reasoning;
 mod reload;
 mod reload_settle;
 mod responses;
