@@ -489,3 +489,35 @@ async fn an_error_event_mid_stream_ends_the_chat_stream_with_an_error_chunk() {
         "the stream claims a clean end: {data:?}"
     );
 }
+
+#[tokio::test]
+async fn a_base_url_without_v1_gets_v1_messages_and_limits_map_both_ways() {
+    let up = MockUpstream::start().await;
+    up.push(Reply::json(
+        200,
+        json!({"id": "msg_01Cut", "type": "message", "role": "assistant", "model": CLAUDE_MODEL,
+            "content": [{"type": "text", "text": "One, two"}], "stop_reason": "max_tokens",
+            "stop_sequence": null, "usage": {"input_tokens": 9, "output_tokens": 50}}),
+    ));
+    let base = format!("http://{}", up.addr());
+    let proxy = start(&claude_config(&base, None)).await;
+    let v: Value = http()
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&json!({"model": "main", "max_tokens": 50, "stop": ["END"],
+            "messages": [{"role": "user", "content": "count"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seen = &up.requests()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.body["max_tokens"], 50);
+    assert_eq!(seen.body["stop_sequences"], json!(["END"]));
+    assert!(seen.body.get("stop").is_none());
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], "One, two");
+    assert_eq!(v["usage"]["prompt_tokens"], 9);
+    assert_eq!(v["usage"]["completion_tokens"], 50);
+}

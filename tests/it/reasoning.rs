@@ -449,3 +449,49 @@ async fn a_forced_tool_choice_kimi_refuses_while_thinking_is_downgraded_and_retr
     assert_eq!(up.requests()[2].body["tool_choice"], "auto");
     assert_eq!(roundtrip(&proxy, "tool_choice_downgraded"), 2);
 }
+
+#[tokio::test]
+async fn kept_reasoning_is_restored_only_for_the_client_key_that_was_answered() {
+    let up = MockUpstream::start().await;
+    up.push(wire::kimi_thinking_tool_call(
+        KIMI_REASONING,
+        KIMI_CALL,
+        "get_weather",
+        ARGS,
+    ));
+    let keys = "[[server.keys]]\nname = \"alice\"\nkey_env = \"ALICE\"\n\n\
+                [[server.keys]]\nname = \"bob\"\nkey_env = \"BOB\"\n";
+    let proxy = Proxy::start_with_env(
+        &config_for(&[("kimi", &up.base_url())], keys),
+        &[("ALICE", "sk-alice"), ("BOB", "sk-bob")],
+    )
+    .await;
+    let first = proxy
+        .openai("sk-alice")
+        .chat()
+        .create(weather_request(first_turn()))
+        .await
+        .unwrap();
+    let calls = first.choices[0].message.tool_calls.clone().unwrap();
+    for key in ["sk-bob", "sk-alice"] {
+        proxy
+            .openai(key)
+            .chat()
+            .create(weather_request(second_turn(calls.clone())))
+            .await
+            .unwrap();
+    }
+    let seen = up.requests();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        assistant_call(&seen[1].body)
+            .get("reasoning_content")
+            .is_none(),
+        "bob got alice's reasoning"
+    );
+    assert_eq!(
+        assistant_call(&seen[2].body)["reasoning_content"],
+        KIMI_REASONING
+    );
+    assert_eq!(roundtrip(&proxy, "restored"), 1);
+}
