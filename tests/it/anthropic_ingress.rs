@@ -389,3 +389,43 @@ async fn count_tokens_answers_a_positive_count_that_grows_with_the_input() {
     assert!(long > short * 10, "{short} -> {long}");
     assert_eq!(up.request_count(), 0, "count_tokens asked the upstream");
 }
+
+#[tokio::test]
+async fn an_upstream_failure_mid_stream_ends_the_messages_stream_with_an_error_event() {
+    let up = MockUpstream::start().await;
+    up.push(Reply::sse(wire::openrouter_mid_stream_error_events()));
+    let proxy = start(&openai_only_with_key(&up.base_url())).await;
+    let mut body = claude_code_request();
+    body.as_object_mut().unwrap().remove("tools");
+    let resp = http()
+        .post(proxy.url("/v1/messages"))
+        .header("x-api-key", CLIENT_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = sse_events(resp).await;
+    let types: Vec<String> = events
+        .iter()
+        .map(|(_, d)| parse(d)["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("message_start"));
+    assert_eq!(types.last().map(String::as_str), Some("error"), "{types:?}");
+    assert!(!types.iter().any(|t| t == "message_stop"), "{types:?}");
+    let text: String = events
+        .iter()
+        .map(|(_, d)| parse(d))
+        .filter(|e| e["delta"]["type"] == "text_delta")
+        .map(|e| e["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text, "Hello world");
+    let error = parse(&events.last().unwrap().1);
+    assert!(error["error"]["type"].is_string(), "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Provider disconnected unexpectedly")),
+        "{error}"
+    );
+}
