@@ -6,6 +6,8 @@
 mod support;
 
 mod agent;
+mod anthropic;
+mod anthropic_ingress;
 mod anthropic_overload;
 mod browsers;
 mod chat;
@@ -18,6 +20,7 @@ mod hostile_upstream;
 mod load;
 mod metrics;
 mod probe;
+mod reasoning;
 mod reload;
 mod reload_settle;
 mod responses;
