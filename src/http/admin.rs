@@ -44,10 +44,41 @@ pub fn models(state: &State, headers: &HeaderMap) -> Result<Response<Body>, ApiE
         .filter(|id| principal.is_none_or(|p| p.may_see(id)))
         .map(|id| model_object(id))
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"object": "list", "data": data}),
-    ))
+    let mut list = json!({"object": "list", "data": data});
+    if anthropic(headers) {
+        list = anthropic_list(list);
+    }
+    Ok(json_response(StatusCode::OK, &list))
+}
+
+/// Anthropic's SDKs (which send `anthropic-version`) list models in their
+/// own shape: each model also gets `type`, `display_name` and `created_at`,
+/// the list its paging fields.
+fn anthropic(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+fn anthropic_list(mut list: serde_json::Value) -> serde_json::Value {
+    let ids: Vec<serde_json::Value> = list["data"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            *m = anthropic_model(m.take());
+            m["id"].clone()
+        })
+        .collect();
+    list["has_more"] = false.into();
+    list["first_id"] = ids.first().cloned().unwrap_or_default();
+    list["last_id"] = ids.last().cloned().unwrap_or_default();
+    list
+}
+
+fn anthropic_model(mut model: serde_json::Value) -> serde_json::Value {
+    model["type"] = "model".into();
+    model["display_name"] = model["id"].clone();
+    model["created_at"] = "1970-01-01T00:00:00Z".into();
+    model
 }
 
 /// `GET /v1/models/{id}`: one of the listed models; `id` may hold slashes
@@ -61,7 +92,11 @@ pub fn model(state: &State, headers: &HeaderMap, id: &str) -> Result<Response<Bo
     // A restricted key is told neither that a model it may not use exists
     // nor about other such models.
     if available.iter().any(|m| *m == id && visible(m)) {
-        return Ok(json_response(StatusCode::OK, &model_object(&id)));
+        let mut model = model_object(&id);
+        if anthropic(headers) {
+            model = anthropic_model(model);
+        }
+        return Ok(json_response(StatusCode::OK, &model));
     }
     Err(ApiError::ModelNotFound {
         model: id.into_owned(),

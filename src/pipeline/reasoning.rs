@@ -198,21 +198,31 @@ fn fill_empty(body: &mut Map<String, Value>) -> usize {
     filled
 }
 
-/// A Messages upstream with thinking on refuses a tool-call turn without its
-/// signed thinking: without it, the request goes without thinking.
+/// A Messages upstream with thinking on refuses a conversation whose last
+/// assistant turn calls tools without its signed thinking first: without
+/// it, the request goes without thinking.
 fn drop_unsigned_thinking(body: &mut Map<String, Value>) -> bool {
     let thinking = body.get("thinking").is_some_and(|t| t["type"] == "enabled")
-        || body.get("reasoning_effort").is_some_and(|e| e.is_string());
+        || body
+            .get("reasoning_effort")
+            .and_then(Value::as_str)
+            .is_some_and(|e| matches!(e, "low" | "medium" | "high"));
     if !thinking {
         return false;
     }
-    let unsigned = assistant_calls(body).last().is_some_and(|m| {
-        !m["thinking_blocks"].as_array().is_some_and(|b| {
+    let last_assistant = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "assistant"));
+    let unsigned = last_assistant.is_some_and(|m| {
+        let calls = m["tool_calls"].as_array().is_some_and(|c| !c.is_empty());
+        let signed = m["thinking_blocks"].as_array().is_some_and(|b| {
             b.iter().any(|b| {
                 b["signature"].as_str().is_some_and(|s| !s.is_empty())
                     || b["type"] == "redacted_thinking"
             })
-        })
+        });
+        calls && !signed
     });
     if unsigned {
         body.remove("thinking");
@@ -458,4 +468,123 @@ fn merge_details(pieces: &[Value]) -> Vec<Value> {
         }
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(arguments: &str) -> Value {
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "functions.get_weather:0",
+            "type": "function", "function": {"name": "get_weather", "arguments": arguments}}]})
+    }
+
+    #[test]
+    fn kept_reasoning_comes_back_for_the_same_calls_however_their_arguments_are_spaced() {
+        let remembered = Remembered::default();
+        let mut answer = turn(r#"{"city":"Paris","unit":"c"}"#);
+        answer["reasoning_content"] = json!("Paris first");
+        remembered.keep("team-a", &answer);
+
+        let mut resent = turn(r#"{"unit": "c", "city": "Paris"}"#);
+        assert!(remembered.restore("team-a", &mut resent));
+        assert_eq!(resent["reasoning_content"], "Paris first");
+
+        // Another key, or other arguments behind the same id: nothing.
+        assert!(!remembered.restore("team-b", &mut turn(r#"{"city":"Paris","unit":"c"}"#)));
+        assert!(!remembered.restore("team-a", &mut turn(r#"{"city":"Rome"}"#)));
+        // What the client kept is left alone.
+        let mut kept = turn(r#"{"city":"Paris","unit":"c"}"#);
+        kept["reasoning_content"] = json!("the client's own");
+        assert!(!remembered.restore("team-a", &mut kept));
+        assert_eq!(kept["reasoning_content"], "the client's own");
+    }
+
+    #[test]
+    fn an_answer_without_reasoning_or_tool_calls_keeps_nothing() {
+        let remembered = Remembered::default();
+        remembered.keep("", &turn("{}"));
+        remembered.keep(
+            "",
+            &json!({"role": "assistant", "reasoning_content": "r", "content": "hi"}),
+        );
+        remembered.kept.run_pending_tasks();
+        assert_eq!(remembered.kept.entry_count(), 0);
+    }
+
+    #[test]
+    fn thinking_is_dropped_only_when_the_last_assistant_turn_calls_tools_unsigned() {
+        let unsigned = json!([{"role": "user", "content": "q"}, turn("{}"),
+            {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "21"}]);
+        let mut body = Map::new();
+        body.insert("messages".into(), unsigned.clone());
+        body.insert("reasoning_effort".into(), json!("high"));
+        assert!(drop_unsigned_thinking(&mut body));
+        assert!(!body.contains_key("reasoning_effort"));
+
+        let mut signed = turn("{}");
+        signed["thinking_blocks"] =
+            json!([{"type": "thinking", "thinking": "t", "signature": "sig"}]);
+        let mut body = Map::new();
+        body.insert("messages".into(), json!([signed]));
+        body.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": 2048}),
+        );
+        assert!(!drop_unsigned_thinking(&mut body));
+
+        // A finished tool cycle followed by a plain answer needs nothing.
+        let mut later = unsigned.as_array().unwrap().clone();
+        later.push(json!({"role": "assistant", "content": "It is 21."}));
+        let mut body = Map::new();
+        body.insert("messages".into(), Value::Array(later));
+        body.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": 2048}),
+        );
+        assert!(!drop_unsigned_thinking(&mut body));
+    }
+
+    #[test]
+    fn a_forced_tool_choice_becomes_auto_and_a_demand_in_words() {
+        let mut body = Map::new();
+        body.insert("messages".into(), json!([{"role": "user", "content": "q"}]));
+        body.insert(
+            "tool_choice".into(),
+            json!({"type": "function", "function": {"name": "get_weather"}}),
+        );
+        assert!(downgrade_tool_choice(&mut body));
+        assert_eq!(body["tool_choice"], "auto");
+        assert_eq!(body["messages"][1]["role"], "system");
+        assert!(body["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("`get_weather`"));
+        assert!(!downgrade_tool_choice(&mut body), "auto is left alone");
+    }
+
+    #[test]
+    fn a_streamed_answer_is_kept_as_it_would_have_come_whole() {
+        let mut memo = StreamMemo::default();
+        let chunks = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","reasoning":"Look "}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning_details":[{"type":"reasoning.text","text":"it ","index":0}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning_details":[{"type":"reasoning.text","text":"up","index":0,"signature":"s"}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"get_weather","arguments":"{\"city\""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"ignored"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":\"Paris\"}"}}]}}]}"#,
+        ];
+        assert!(chunks.iter().all(|c| !memo.feed(c)));
+        assert!(memo.feed(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#));
+        let message = memo.message();
+        assert_eq!(message["reasoning_content"], "Look ");
+        assert_eq!(
+            message["tool_calls"][0]["function"]["arguments"],
+            r#"{"city":"Paris"}"#
+        );
+        assert_eq!(
+            message["reasoning_details"],
+            json!([{"type": "reasoning.text", "text": "it up", "index": 0, "signature": "s"}])
+        );
+    }
 }

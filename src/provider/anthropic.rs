@@ -13,16 +13,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{header, HeaderValue, Method, Request, Response};
+use http::{HeaderName, HeaderValue, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::{Map, Value};
 
-use super::{Native, Provider};
+use super::{post, Native, Provider};
 use crate::body::{self, Body, BoxError};
 use crate::config;
 use crate::error::{ErrorKind, UpstreamError};
-use crate::upstream::{self, Client};
+use crate::upstream::Client;
 use crate::wire::chat::Endpoint;
 use crate::wire::messages::{self, upstream::ChatChunks};
 use crate::wire::sse::{SseEvent, SseReader};
@@ -60,48 +60,31 @@ impl Anthropic {
         &self,
         body: Vec<u8>,
         stream: bool,
-        extra: &[(http::HeaderName, HeaderValue)],
+        extra: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<Body>, UpstreamError> {
-        let internal = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
-        let accept = if stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(self.url())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, accept)
-            .header("anthropic-version", messages::VERSION);
-        if let Some(key) = &self.provider.api_key {
-            let mut value = HeaderValue::try_from(key.expose()).map_err(|_| {
-                internal(format!(
-                    "the API key of `{}` is not a valid header value",
-                    self.provider.name
-                ))
-            })?;
-            value.set_sensitive(true);
-            req = req.header("x-api-key", value);
-        }
-        for (name, value) in extra {
-            req = req.header(name, value);
-        }
-        for (name, value) in &self.provider.headers {
-            req = req.header(name.as_str(), value.as_str());
-        }
-        let req = req.body(body::full(body)).map_err(|e| {
-            internal(format!(
-                "cannot build the request to `{}`: {e}",
-                self.provider.name
-            ))
-        })?;
-        self.client.send(req).await.map_err(|e| match e {
-            upstream::SendError::Connect(m) | upstream::SendError::Refused(m) => {
-                UpstreamError::transport(ErrorKind::ConnectError, m)
-            }
-            upstream::SendError::Other(m) => UpstreamError::transport(ErrorKind::ServerError, m),
-        })
+        let key = post::key_header(
+            &self.provider,
+            HeaderName::from_static("x-api-key"),
+            str::to_owned,
+        )?;
+        let version = (
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(messages::VERSION),
+        );
+        let headers = key
+            .into_iter()
+            .chain([version])
+            .chain(extra.iter().cloned())
+            .collect();
+        post::post_json(
+            &self.client,
+            &self.provider,
+            self.url(),
+            body,
+            stream,
+            headers,
+        )
+        .await
     }
 
     async fn translated(
@@ -110,8 +93,7 @@ impl Anthropic {
         stream: bool,
     ) -> Result<Response<Body>, UpstreamError> {
         let request = messages::upstream::request(body);
-        let bytes = serde_json::to_vec(&request)
-            .map_err(|e| UpstreamError::transport(ErrorKind::ServerError, e.to_string()))?;
+        let bytes = serde_json::to_vec(&request).map_err(|e| post::internal(e.to_string()))?;
         let resp = self.post(bytes, stream, &[]).await?;
         if !resp.status().is_success() {
             return Ok(resp);

@@ -16,6 +16,7 @@ pub mod anthropic;
 pub mod classify;
 pub mod mock;
 pub mod openai;
+mod post;
 mod read;
 
 use std::sync::Arc;

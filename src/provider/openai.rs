@@ -5,14 +5,14 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Method, Request, Response};
+use http::{header, Response};
 use serde_json::{Map, Value};
 
-use super::Provider;
-use crate::body::{self, Body};
+use super::{post, Provider};
+use crate::body::Body;
 use crate::config;
-use crate::error::{ErrorKind, UpstreamError};
-use crate::upstream::{self, Client};
+use crate::error::UpstreamError;
+use crate::upstream::Client;
 use crate::wire::chat::Endpoint;
 use futures_util::future::BoxFuture;
 
@@ -32,46 +32,15 @@ impl OpenAi {
         body: &Map<String, Value>,
         stream: bool,
     ) -> Result<Response<Body>, UpstreamError> {
-        let internal = |m: String| UpstreamError::transport(ErrorKind::ServerError, m);
         let base = self.provider.base_url.as_deref().unwrap_or_default();
         let bytes = serde_json::to_vec(&*without_thinking_blocks(body))
-            .map_err(|e| internal(e.to_string()))?;
-        let accept = if stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{base}{}", endpoint.path()))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, accept);
-        if let Some(key) = &self.provider.api_key {
-            let mut value =
-                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                    internal(format!(
-                        "the API key of `{}` is not a valid header value",
-                        self.provider.name
-                    ))
-                })?;
-            value.set_sensitive(true);
-            req = req.header(header::AUTHORIZATION, value);
-        }
-        for (name, value) in &self.provider.headers {
-            req = req.header(name.as_str(), value.as_str());
-        }
-        let req = req.body(body::full(bytes)).map_err(|e| {
-            internal(format!(
-                "cannot build the request to `{}`: {e}",
-                self.provider.name
-            ))
+            .map_err(|e| post::internal(e.to_string()))?;
+        let auth = post::key_header(&self.provider, header::AUTHORIZATION, |key| {
+            format!("Bearer {key}")
         })?;
-        self.client.send(req).await.map_err(|e| match e {
-            upstream::SendError::Connect(m) | upstream::SendError::Refused(m) => {
-                UpstreamError::transport(ErrorKind::ConnectError, m)
-            }
-            upstream::SendError::Other(m) => UpstreamError::transport(ErrorKind::ServerError, m),
-        })
+        let uri = format!("{base}{}", endpoint.path());
+        let headers = auth.into_iter().collect();
+        post::post_json(&self.client, &self.provider, uri, bytes, stream, headers).await
     }
 }
 

@@ -458,7 +458,32 @@ async fn a_client_error_from_an_anthropic_target_is_returned_without_failover() 
 #[tokio::test]
 async fn an_error_event_mid_stream_ends_the_chat_stream_with_an_error_chunk() {
     let up = MockUpstream::start().await;
-    up.push(wire::anthropic_error_event_stream());
+    // Text has gone to the client before the error: too late to fail over.
+    // (An error right after `message_start` fails over: anthropic_overload.rs.)
+    let event = wire::anthropic_event;
+    up.push(Reply::sse(vec![
+        event(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": "msg_1",
+            "type": "message", "role": "assistant", "content": [], "model": CLAUDE_MODEL,
+            "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+        ),
+        event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
+        event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": "Hello"}}),
+        ),
+        event(
+            "error",
+            &json!({"type": "error",
+            "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ),
+    ]));
     let proxy = start(&claude_config(&up.base_url(), None)).await;
     let resp = http()
         .post(proxy.url("/v1/chat/completions"))

@@ -429,3 +429,26 @@ async fn an_upstream_failure_mid_stream_ends_the_messages_stream_with_an_error_e
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn an_anthropic_client_lists_models_in_anthropic_s_shape_and_others_in_openai_s() {
+    let up = MockUpstream::start().await;
+    let proxy = start(&claude_config(&up.base_url(), None)).await;
+    let list = |anthropic: bool| {
+        let mut req = http().get(proxy.url("/v1/models"));
+        if anthropic {
+            req = req.header("anthropic-version", "2023-06-01");
+        }
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let models = list(true).await;
+    assert_eq!(models["data"][0]["id"], "main", "{models}");
+    assert_eq!(models["data"][0]["type"], "model");
+    assert_eq!(models["data"][0]["display_name"], "main");
+    assert_eq!(models["has_more"], false);
+    assert_eq!(models["first_id"], "main");
+    let openai = list(false).await;
+    assert_eq!(openai["object"], "list");
+    assert!(openai["data"][0].get("type").is_none(), "{openai}");
+    assert!(openai.get("has_more").is_none(), "{openai}");
+}
