@@ -1,6 +1,6 @@
 //! Properties over what peers send, on stable Rust (proptest): whatever the
-//! bytes, the SSE reader, the chat request parser, the error classifier and
-//! the config loader return an answer or an error, never a panic, and the
+//! bytes, the SSE reader, the chat request parser, the Messages dialect (both
+//! ways), the error classifier and the config loader return an answer or an error, never a panic, and the
 //! SSE reader holds no more than its bound. Case counts stay modest: these
 //! run with the rest of the suite.
 
@@ -130,9 +130,129 @@ proptest! {
     }
 
     #[test]
+    fn the_messages_dialect_never_panics_either_way(
+        values in proptest::collection::vec(messages_json(3), 1..6),
+        names in proptest::collection::vec(event_name(), 1..6),
+    ) {
+        use hermes_proxy::wire::encode::StreamEncoder;
+        use hermes_proxy::wire::messages::{ingress, upstream};
+        let mut chunks = upstream::ChatChunks::new();
+        let mut events = ingress::MessagesEvents::new("m");
+        for (value, name) in values.iter().zip(names.iter().cycle()) {
+            let text = serde_json::to_string(value).unwrap();
+            let mut request = serde_json::json!({"model": "m", "max_tokens": 5, "messages": [value]});
+            let _ = ingress::parse(&serde_json::to_vec(&request).unwrap());
+            let _ = ingress::parse(text.as_bytes());
+            request["tools"] = value.clone();
+            let _ = ingress::parse_count(&serde_json::to_vec(&request).unwrap());
+            if let Some(map) = value.as_object() {
+                let _ = upstream::request(map);
+            }
+            let chat = serde_json::json!({"model": "m", "messages": [value], "tools": value, "tool_choice": value});
+            let _ = upstream::request(chat.as_object().unwrap());
+            let _ = upstream::answer(value);
+            let _ = ingress::answer(value, "m");
+            let _ = chunks.event(Some(name), &text);
+            let _ = events.encode(hermes_proxy::wire::sse::data(text.as_bytes()));
+        }
+        let _ = events.encode(Bytes::from_static(hermes_proxy::wire::sse::DONE));
+        let _ = events.fail(&values[0]);
+    }
+
+    #[test]
     fn the_config_loader_never_panics(text in toml_text()) {
         let _ = config::parse(&text, "fuzz.toml", &|_| Some("value".into()));
     }
+}
+
+fn event_name() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        Just("message_start"),
+        Just("content_block_start"),
+        Just("content_block_delta"),
+        Just("content_block_stop"),
+        Just("message_delta"),
+        Just("message_stop"),
+        Just("ping"),
+        Just("error"),
+    ]
+}
+
+/// JSON shaped like Messages and chat payloads often enough to go deep.
+fn messages_json(depth: u32) -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        prop_oneof![Just(0i64), Just(1), Just(-1), Just(i64::MAX), any::<i64>()]
+            .prop_map(Value::from),
+        prop_oneof![
+            Just("text"),
+            Just("tool_use"),
+            Just("tool_result"),
+            Just("thinking"),
+            Just("redacted_thinking"),
+            Just("image"),
+            Just("base64"),
+            Just("url"),
+            Just("text_delta"),
+            Just("input_json_delta"),
+            Just("thinking_delta"),
+            Just("signature_delta"),
+            Just("assistant"),
+            Just("user"),
+            Just("tool"),
+            Just("system"),
+            Just("end_turn"),
+            Just("tool_use"),
+            Just("{\"a\":"),
+            Just("data:image/png;base64,AAAA"),
+            Just("auto"),
+            Just("any"),
+            Just("required"),
+        ]
+        .prop_map(|s| Value::String(s.into())),
+    ];
+    leaf.prop_recursive(depth, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("type".to_owned()),
+                    Just("role".to_owned()),
+                    Just("content".to_owned()),
+                    Just("index".to_owned()),
+                    Just("delta".to_owned()),
+                    Just("text".to_owned()),
+                    Just("thinking".to_owned()),
+                    Just("signature".to_owned()),
+                    Just("partial_json".to_owned()),
+                    Just("content_block".to_owned()),
+                    Just("stop_reason".to_owned()),
+                    Just("usage".to_owned()),
+                    Just("tool_use_id".to_owned()),
+                    Just("input".to_owned()),
+                    Just("id".to_owned()),
+                    Just("name".to_owned()),
+                    Just("source".to_owned()),
+                    Just("choices".to_owned()),
+                    Just("message".to_owned()),
+                    Just("tool_calls".to_owned()),
+                    Just("function".to_owned()),
+                    Just("arguments".to_owned()),
+                    Just("finish_reason".to_owned()),
+                    Just("reasoning_content".to_owned()),
+                    Just("thinking_blocks".to_owned()),
+                    Just("error".to_owned()),
+                    Just("input_schema".to_owned()),
+                    Just("cache_control".to_owned()),
+                ],
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
 }
 
 fn json_value(depth: u32) -> impl Strategy<Value = serde_json::Value> {
