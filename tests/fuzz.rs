@@ -1,7 +1,7 @@
 //! Properties over what peers send, on stable Rust (proptest): whatever the
 //! bytes, the SSE reader, the chat request parser, the Messages dialect (both
-//! ways), the error classifier and the config loader return an answer or an error, never a panic, and the
-//! SSE reader holds no more than its bound. Case counts stay modest: these
+//! ways), the error classifier and the config loader return an answer or an
+//! error, never a panic, and the SSE reader holds no more than its bound. Case counts stay modest: these
 //! run with the rest of the suite.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
