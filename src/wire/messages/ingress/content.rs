@@ -131,7 +131,7 @@ fn user(i: usize, content: Content, out: &mut Vec<Value>) -> Result<(), ApiError
                     .ok_or_else(|| at(".text`: must be a string"))?;
                 parts.push(text_part(text, block));
             }
-            "image" => parts.push(image(&block["source"]).map_err(|why| at(&why))?),
+            "image" => parts.extend(image(&block["source"]).map_err(|why| at(&why))?),
             "tool_result" => {
                 let id = block["tool_use_id"]
                     .as_str()
@@ -155,8 +155,9 @@ fn user(i: usize, content: Content, out: &mut Vec<Value>) -> Result<(), ApiError
 }
 
 /// An image's `source` as a chat image part; the error names what is wrong
-/// below the block.
-fn image(source: &Value) -> Result<Value, String> {
+/// below the block. Sources chat cannot carry (`file`, from the Files API)
+/// are left out: a Messages upstream still gets them, untranslated.
+fn image(source: &Value) -> Result<Option<Value>, String> {
     let url = match source["type"].as_str() {
         Some("base64") => {
             let (Some(media_type), Some(data)) =
@@ -172,9 +173,12 @@ fn image(source: &Value) -> Result<Value, String> {
             .as_str()
             .ok_or(".source.url`: must be a string")?
             .to_owned(),
-        _ => return Err(".source.type`: must be \"base64\" or \"url\"".into()),
+        Some(_) => return Ok(None),
+        None => return Err(".source.type`: must be a string".into()),
     };
-    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+    Ok(Some(
+        json!({"type": "image_url", "image_url": {"url": url}}),
+    ))
 }
 
 /// What a tool result says, as the text chat's tool message carries: its

@@ -585,9 +585,9 @@ mod tests {
                 "`messages.0.content.0.text`: must be a string",
             ),
             (
-                message(json!([{"type": "image", "source": {"type": "file", "file_id": "f"}}])),
+                message(json!([{"type": "image", "source": {"kind": "base64"}}])),
                 "messages",
-                "`messages.0.content.0.source.type`: must be \"base64\" or \"url\"",
+                "`messages.0.content.0.source.type`: must be a string",
             ),
             (
                 message(json!([{"type": "tool_result", "content": "x"}])),
@@ -728,5 +728,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_files_api_image_is_left_out_of_chat_but_kept_for_a_messages_upstream() {
+        let body = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "file_011"}},
+            {"type": "text", "text": "What is in it?"}]}]});
+        let request = parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(
+            request.chat["messages"],
+            json!([{"role": "user", "content": [{"type": "text", "text": "What is in it?"}]}])
+        );
+        assert_eq!(request.original["messages"], body["messages"]);
     }
 }
