@@ -64,23 +64,24 @@ pub fn messages(list: &[Value], out: &mut Vec<Value>) -> Result<(), ApiError> {
                 "messages",
             ));
         };
-        let content =
-            match message.get("content") {
-                None | Some(Value::Null) => {
-                    return Err(invalid(
-                        format!("`messages.{i}.content`: field required"),
-                        "messages",
-                    ))
-                }
-                Some(Value::String(text)) => Content::Text(text),
-                Some(Value::Array(blocks)) => Content::Blocks(blocks),
-                Some(_) => return Err(invalid(
+        let content = match message.get("content") {
+            None | Some(Value::Null) => {
+                return Err(invalid(
+                    format!("`messages.{i}.content`: field required"),
+                    "messages",
+                ))
+            }
+            Some(Value::String(text)) => Content::Text(text),
+            Some(Value::Array(blocks)) => Content::Blocks(blocks),
+            Some(_) => {
+                return Err(invalid(
                     format!(
                         "`messages.{i}.content`: must be a string or an array of content blocks"
                     ),
                     "messages",
-                )),
-            };
+                ))
+            }
+        };
         match message.get("role").and_then(Value::as_str) {
             Some("user") => user(i, content, out)?,
             Some("assistant") => out.push(assistant(i, content)?),
@@ -101,7 +102,7 @@ enum Content<'a> {
 }
 
 /// A block's `type`, checked to be there.
-fn block_type<'a>(i: usize, j: usize, block: &'a Value) -> Result<&'a str, ApiError> {
+fn block_type(i: usize, j: usize, block: &Value) -> Result<&str, ApiError> {
     block["type"].as_str().ok_or_else(|| {
         invalid(
             format!(
