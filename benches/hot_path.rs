@@ -16,6 +16,10 @@
 //!   middle summarized (the summarizer answers at once, so this is the
 //!   proxy's own cost: token counting, splitting, rebuilding), with the
 //!   summary freshly written and reused from the cache.
+//! - `anthropic/*`: the Messages dialect both ways beside the OpenAI path on
+//!   the same agent exchange, per request, per answer, per streamed chunk
+//!   and per whole stream (inputs and loop bodies in `anthropic/mod.rs`,
+//!   shared with the callgrind driver `anthropic_count`).
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
@@ -24,6 +28,8 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Value};
+
+mod anthropic;
 
 use hermes_proxy::body;
 use hermes_proxy::config::{self, Config};
@@ -368,12 +374,75 @@ fn responses(c: &mut Criterion) {
     g.finish();
 }
 
+fn anthropic(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let inputs = anthropic::Inputs::new();
+    let i = &inputs;
+    let mut g = c.benchmark_group("anthropic");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("openai/chat_in", |b| b.iter(|| black_box(i.chat_in())));
+    g.bench_function("anthropic/to_upstream", |b| {
+        b.iter(|| black_box(i.to_upstream()))
+    });
+    g.bench_function("anthropic/ingress_in", |b| {
+        b.iter(|| black_box(i.ingress_in()))
+    });
+    g.bench_function("anthropic/passthrough", |b| {
+        b.iter(|| black_box(i.passthrough()))
+    });
+    g.bench_function("openai/answer", |b| b.iter(|| black_box(i.openai_answer())));
+    g.bench_function("anthropic/upstream_answer", |b| {
+        b.iter(|| black_box(i.upstream_answer()))
+    });
+    g.bench_function("anthropic/ingress_answer", |b| {
+        b.iter(|| black_box(i.ingress_answer()))
+    });
+    g.bench_function("openai/normalize_chunk", |b| {
+        b.iter(|| black_box(i.normalize_chunk()))
+    });
+    g.bench_function("openai/normalize_chunk_usage_null", |b| {
+        b.iter(|| black_box(i.normalize_chunk_usage_null()))
+    });
+    // The translators keep per-stream state; a text delta mid-block leaves
+    // it as it found it, so one primed translator serves every iteration.
+    let mut chunks = i.chat_chunks();
+    g.bench_function("anthropic/upstream_chunk", |b| {
+        b.iter(|| black_box(i.upstream_chunk(&mut chunks)))
+    });
+    let mut events = i.messages_events();
+    g.bench_function("anthropic/ingress_chunk", |b| {
+        b.iter(|| black_box(i.ingress_chunk(&mut events)))
+    });
+    for (name, stream, run) in [
+        ("openai/stream", &i.chat_stream, 0),
+        ("anthropic/upstream_stream", &i.anthropic_stream, 1),
+        ("anthropic/ingress_stream", &i.chat_stream, 2),
+    ] {
+        let n = anthropic::Inputs::stream_events(stream);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("{name}_{n}_events"), |b| {
+            b.iter(|| {
+                black_box(rt.block_on(async {
+                    match run {
+                        0 => i.openai_stream().await,
+                        1 => i.upstream_stream().await,
+                        _ => i.ingress_stream().await,
+                    }
+                }))
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = request, sse, classification, compression, responses
+    targets = request, sse, classification, compression, responses, anthropic
 }
 criterion_main!(benches);
