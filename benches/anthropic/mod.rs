@@ -11,8 +11,6 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use hermes_proxy::body;
@@ -21,29 +19,10 @@ use hermes_proxy::wire::chat::{parse_request, Endpoint};
 use hermes_proxy::wire::encode::StreamEncoder;
 use hermes_proxy::wire::messages::ingress::{self, MessagesEvents};
 use hermes_proxy::wire::messages::upstream::{self, ChatChunks};
+use hermes_proxy::wire::messages::with_model;
 use hermes_proxy::wire::sse::{SseEvent, SseReader};
 
 pub const MODEL: &str = "claude-sonnet-4-5";
-
-/// Stands in for `wire::messages::with_model` (same code), which was not yet
-/// committed where this benchmark was written; swap in the library's once it
-/// is there.
-pub fn with_model(original: &[u8], model: &str) -> Option<Vec<u8>> {
-    #[derive(Deserialize)]
-    struct Model<'a> {
-        #[serde(borrow)]
-        model: &'a RawValue,
-    }
-    let found: Model = serde_json::from_slice(original).ok()?;
-    let at = found.model.get().as_ptr() as usize - original.as_ptr() as usize;
-    let end = at + found.model.get().len();
-    let model = serde_json::to_string(model).ok()?;
-    let mut out = Vec::with_capacity(original.len() + model.len());
-    out.extend_from_slice(&original[..at]);
-    out.extend_from_slice(model.as_bytes());
-    out.extend_from_slice(&original[end..]);
-    Some(out)
-}
 
 /// A coding agent's request as Claude Code sends it: system blocks with a
 /// cache breakpoint, tools with JSON schemas, five rounds of tool use.

@@ -329,14 +329,15 @@ pub(super) async fn first_event(
 /// error chunk (OpenRouter reports mid-stream failures that way) is an `Err`.
 pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamError> {
     // Only these fields are ever rewritten: skip the parse for plain content
-    // deltas, which are nearly every chunk of a stream.
-    let interesting = [
-        "\"usage\"",
-        "\"reasoning\"",
-        "\"reasoning_details\"",
-        "\"error\"",
-    ];
-    if !interesting.iter().any(|k| data.contains(k)) {
+    // deltas, which are nearly every chunk of a stream. OpenAI sends
+    // `"usage":null` in every chunk of a stream that asked for usage; a null
+    // usage or error needs nothing either.
+    let interesting = ["\"reasoning\"", "\"reasoning_details\""]
+        .iter()
+        .any(|k| data.contains(k))
+        || has_value(data, "\"usage\"")
+        || has_value(data, "\"error\"");
+    if !interesting {
         return Ok((sse::data(data.as_bytes()), None));
     }
     let Ok(mut value) = serde_json::from_str::<Value>(data) else {
@@ -355,9 +356,35 @@ pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamErr
     Ok((bytes, usage))
 }
 
+/// Whether `key` appears in `json` with a value other than `null` (a
+/// textual look: a false positive only costs the parse it saves).
+fn has_value(json: &str, key: &str) -> bool {
+    memchr::memmem::find_iter(json.as_bytes(), key.as_bytes()).any(|at| {
+        let rest = json[at + key.len()..].trim_start();
+        let value = rest.strip_prefix(':').unwrap_or(rest).trim_start();
+        !value.starts_with("null")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_null_usage_or_error_is_not_worth_a_parse_but_any_other_is() {
+        assert!(!has_value(r#"{"choices":[],"usage":null}"#, "\"usage\""));
+        assert!(!has_value(r#"{"usage" : null, "error":null}"#, "\"error\""));
+        assert!(has_value(
+            r#"{"usage":null,"choices":[{"usage":{"prompt_tokens":1}}]}"#,
+            "\"usage\""
+        ));
+        assert!(has_value(r#"{"usage": {"prompt_tokens":1}}"#, "\"usage\""));
+        assert!(has_value(r#"{"error":"busy"}"#, "\"error\""));
+        let chunk = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#;
+        let (bytes, usage) = normalize_event(chunk).unwrap();
+        assert_eq!(&bytes[..], &sse::data(chunk.as_bytes())[..]);
+        assert_eq!(usage, None);
+    }
 
     /// What the full path decides: (an error?, rewritten?, usage).
     fn full(bytes: &[u8], endpoint: Endpoint) -> (bool, bool, Option<Usage>) {
