@@ -8,7 +8,11 @@
 //! (`tests/e2e/prometheus_check.sh`), and the official OpenAI Node SDK
 //! (`tests/e2e/node_sdk_e2e.mjs`: chat, streams, tools, errors), and the
 //! official Anthropic Python SDK against the Messages ingress, routed to Chat
-//! Completions and Messages upstreams (`tests/e2e/anthropic_e2e.py`).
+//! Completions and Messages upstreams (`tests/e2e/anthropic_e2e.py`), and
+//! reasoning that survives the round trip through the OpenAI Python SDK: a
+//! client that drops `reasoning_content` (and signed thinking) from its
+//! history against scripted Kimi-like and Messages upstreams that refuse a
+//! tool turn without it (`tests/e2e/reasoning_e2e.py`).
 //!
 //! They need `pip install openai openai-agents anthropic` (or `HERMES_E2E_PYTHON`
 //! naming a Python that has them), Debian's `prometheus` package, and node
@@ -121,6 +125,22 @@ fn the_official_anthropic_python_sdk_works_against_the_messages_ingress() {
         return;
     }
     run_with(&python, "anthropic_e2e.py", &[]);
+}
+
+/// Reasoning that survives the round trip, through the official SDK: a
+/// client rebuilds its tool-call turn without `reasoning_content` (whole and
+/// streamed) and a Kimi-like upstream that refuses that still gets the
+/// original text; a history the proxy never saw gets Kimi's 400 and is sent
+/// again with `""`; a Messages upstream with thinking gets the original
+/// signed thinking block back; `hermes_reasoning_roundtrip_total` counts each.
+#[test]
+fn reasoning_dropped_by_the_client_reaches_thinking_upstreams_again() {
+    let python = python();
+    let has_sdk = succeeds(Command::new(&python).args(["-c", "import openai"]));
+    if require(has_sdk, &format!("the OpenAI Python SDK (for {python})")).is_err() {
+        return;
+    }
+    run_with(&python, "reasoning_e2e.py", &[]);
 }
 
 /// The OpenAI Node SDK against a scripted upstream: chat, a stream with
