@@ -12,12 +12,16 @@
 //! reasoning that survives the round trip through the OpenAI Python SDK: a
 //! client that drops `reasoning_content` (and signed thinking) from its
 //! history against scripted Kimi-like and Messages upstreams that refuse a
-//! tool turn without it (`tests/e2e/reasoning_e2e.py`).
+//! tool turn without it (`tests/e2e/reasoning_e2e.py`), and the real Claude
+//! Code CLI in print mode against the Messages ingress, with a round trip
+//! through its own `Read` tool (`tests/e2e/claude_code_e2e.py`).
 //!
 //! They need `pip install openai openai-agents anthropic` (or `HERMES_E2E_PYTHON`
 //! naming a Python that has them), Debian's `prometheus` package, and node
 //! with npm's `openai` (`HERMES_E2E_NODE_MODULES` naming the `node_modules`
-//! that holds it, else `target/ci-node/node_modules`); `.ci/run` installs them.
+//! that holds it, else `target/ci-node/node_modules`), and npm's
+//! `@anthropic-ai/claude-code` (`HERMES_E2E_CLAUDE` naming its `claude`, else
+//! `target/ci-node/node_modules/.bin/claude`); `.ci/run` installs them.
 //! Without them each check says what is missing and is skipped, except under
 //! CI (`CI` set), where a missing tool is a failure.
 
@@ -167,6 +171,36 @@ fn the_official_openai_node_sdk_works_against_the_proxy() {
         "node",
         "node_sdk_e2e.mjs",
         &[("HERMES_E2E_NODE_MODULES", modules)],
+    );
+}
+
+/// The real Claude Code CLI (`claude --bare -p ... --output-format json`,
+/// fresh HOME, only the proxy reachable) against a scripted Chat Completions
+/// upstream: the printed result is the upstream's text, and a call to
+/// Claude Code's `Read` tool comes back upstream as a `tool` message holding
+/// the file.
+#[test]
+fn the_claude_code_cli_works_against_the_messages_ingress() {
+    let python = python();
+    let claude = std::env::var("HERMES_E2E_CLAUDE")
+        .unwrap_or_else(|_| format!("{REPO}/target/ci-node/node_modules/.bin/claude"));
+    let has_sdk = succeeds(Command::new(&python).args(["-c", "import openai"]));
+    // Only looked at, not run: `claude` writes its state under HOME, and the
+    // script runs it with a HOME of its own.
+    let has_claude = std::path::Path::new(&claude).is_file();
+    if require(has_sdk, &format!("the OpenAI Python SDK (for {python})")).is_err()
+        || require(
+            has_claude,
+            &format!("Claude Code (npm @anthropic-ai/claude-code, at {claude})"),
+        )
+        .is_err()
+    {
+        return;
+    }
+    run_with(
+        &python,
+        "claude_code_e2e.py",
+        &[("HERMES_E2E_CLAUDE", claude)],
     );
 }
 
