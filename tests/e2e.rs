@@ -8,12 +8,20 @@
 //! (`tests/e2e/prometheus_check.sh`), and the official OpenAI Node SDK
 //! (`tests/e2e/node_sdk_e2e.mjs`: chat, streams, tools, errors), and the
 //! official Anthropic Python SDK against the Messages ingress, routed to Chat
-//! Completions and Messages upstreams (`tests/e2e/anthropic_e2e.py`).
+//! Completions and Messages upstreams (`tests/e2e/anthropic_e2e.py`), and
+//! reasoning that survives the round trip through the OpenAI Python SDK: a
+//! client that drops `reasoning_content` (and signed thinking) from its
+//! history against scripted Kimi-like and Messages upstreams that refuse a
+//! tool turn without it (`tests/e2e/reasoning_e2e.py`), and the real Claude
+//! Code CLI in print mode against the Messages ingress, with a round trip
+//! through its own `Read` tool (`tests/e2e/claude_code_e2e.py`).
 //!
 //! They need `pip install openai openai-agents anthropic` (or `HERMES_E2E_PYTHON`
 //! naming a Python that has them), Debian's `prometheus` package, and node
 //! with npm's `openai` (`HERMES_E2E_NODE_MODULES` naming the `node_modules`
-//! that holds it, else `target/ci-node/node_modules`); `.ci/run` installs them.
+//! that holds it, else `target/ci-node/node_modules`), and npm's
+//! `@anthropic-ai/claude-code` (`HERMES_E2E_CLAUDE` naming its `claude`, else
+//! `target/ci-node/node_modules/.bin/claude`); `.ci/run` installs them.
 //! Without them each check says what is missing and is skipped, except under
 //! CI (`CI` set), where a missing tool is a failure.
 
@@ -123,6 +131,22 @@ fn the_official_anthropic_python_sdk_works_against_the_messages_ingress() {
     run_with(&python, "anthropic_e2e.py", &[]);
 }
 
+/// Reasoning that survives the round trip, through the official SDK: a
+/// client rebuilds its tool-call turn without `reasoning_content` (whole and
+/// streamed) and a Kimi-like upstream that refuses that still gets the
+/// original text; a history the proxy never saw gets Kimi's 400 and is sent
+/// again with `""`; a Messages upstream with thinking gets the original
+/// signed thinking block back; `hermes_reasoning_roundtrip_total` counts each.
+#[test]
+fn reasoning_dropped_by_the_client_reaches_thinking_upstreams_again() {
+    let python = python();
+    let has_sdk = succeeds(Command::new(&python).args(["-c", "import openai"]));
+    if require(has_sdk, &format!("the OpenAI Python SDK (for {python})")).is_err() {
+        return;
+    }
+    run_with(&python, "reasoning_e2e.py", &[]);
+}
+
 /// The OpenAI Node SDK against a scripted upstream: chat, a stream with
 /// usage, a stream the client aborts, tool calls whole and streamed with the
 /// result sent back, and NotFound / BadRequest / RateLimit errors as typed.
@@ -147,6 +171,36 @@ fn the_official_openai_node_sdk_works_against_the_proxy() {
         "node",
         "node_sdk_e2e.mjs",
         &[("HERMES_E2E_NODE_MODULES", modules)],
+    );
+}
+
+/// The real Claude Code CLI (`claude --bare -p ... --output-format json`,
+/// fresh HOME, only the proxy reachable) against a scripted Chat Completions
+/// upstream: the printed result is the upstream's text, and a call to
+/// Claude Code's `Read` tool comes back upstream as a `tool` message holding
+/// the file.
+#[test]
+fn the_claude_code_cli_works_against_the_messages_ingress() {
+    let python = python();
+    let claude = std::env::var("HERMES_E2E_CLAUDE")
+        .unwrap_or_else(|_| format!("{REPO}/target/ci-node/node_modules/.bin/claude"));
+    let has_sdk = succeeds(Command::new(&python).args(["-c", "import openai"]));
+    // Only looked at, not run: `claude` writes its state under HOME, and the
+    // script runs it with a HOME of its own.
+    let has_claude = std::path::Path::new(&claude).is_file();
+    if require(has_sdk, &format!("the OpenAI Python SDK (for {python})")).is_err()
+        || require(
+            has_claude,
+            &format!("Claude Code (npm @anthropic-ai/claude-code, at {claude})"),
+        )
+        .is_err()
+    {
+        return;
+    }
+    run_with(
+        &python,
+        "claude_code_e2e.py",
+        &[("HERMES_E2E_CLAUDE", claude)],
     );
 }
 
