@@ -174,11 +174,11 @@ fn the_official_openai_node_sdk_works_against_the_proxy() {
     );
 }
 
-/// The real Claude Code CLI (`claude --bare -p ... --output-format json`,
-/// fresh HOME, only the proxy reachable) against a scripted Chat Completions
-/// upstream: the printed result is the upstream's text, and a call to
-/// Claude Code's `Read` tool comes back upstream as a `tool` message holding
-/// the file.
+/// The real Claude Code CLI (`claude -p ... --output-format json`, fresh
+/// HOME, only the proxy reachable) against a scripted Chat Completions
+/// upstream: the printed result is the upstream's text, with `--bare` and as
+/// users run it, and a call to Claude Code's `Read` tool comes back upstream
+/// as a `tool` message holding the file.
 #[test]
 fn the_claude_code_cli_works_against_the_messages_ingress() {
     let python = python();

@@ -5,10 +5,9 @@ in print mode) against the Messages ingress of hermes-proxy, whose route
 Claude Code is started with a fresh HOME and nothing from the caller's
 environment but PATH, so no login, settings or real key can leak in; its
 API traffic goes to the proxy (ANTHROPIC_BASE_URL) with a client key of the
-proxy's config, and its other traffic is switched off. It runs with `--bare`
-(no hooks, plugins, CLAUDE.md or background prefetches: a run that depends
-only on the prompt; it also keeps Claude Code from putting a `system`-role
-message inside `messages`, which the ingress refuses, see the note below).
+proxy's config, and its other traffic is switched off. Cases (a) and (b) run with
+`--bare` (no hooks, plugins, CLAUDE.md or background prefetches: a run that
+depends only on the prompt); (c) runs as users do.
 
 The upstream decides its answer from the conversation: "Say hello" is
 answered with GREETING; "Summarize notes.txt" with a call to Claude Code's
@@ -26,9 +25,10 @@ Cases:
       message for that call whose text holds the file's content, line by
       line; the printed result is the upstream's final text.
 
-Note: without `--bare`, Claude Code 2.1.332 sends a message with
-`"role": "system"` inside `messages` (its environment block) and the proxy
-answers 400 "`messages.1.role`: must be \"user\" or \"assistant\"".
+  (c) the same prompt without `--bare`, as users run it: Claude Code 2.1.332
+      then sends its environment block as a `"role": "system"` message
+      inside `messages` (the ingress once refused that with a 400), and
+      `thinking`, `context_management` and side requests ride along.
 
     HERMES_BIN=target/debug/hermes-proxy HERMES_E2E_CLAUDE=target/ci-node/node_modules/.bin/claude \\
         python tests/e2e/claude_code_e2e.py
@@ -156,8 +156,9 @@ class Upstream(ChatUpstream):
 
 # ---------------------------------------------------------------- running claude
 
-def claude(proxy, home, workspace, prompt, *flags):
-    """Runs `claude -p PROMPT --output-format json`; returns its parsed result."""
+def claude(proxy, home, workspace, prompt, *flags, bare=True):
+    """Runs `claude -p PROMPT --output-format json` (with `--bare` unless
+    told otherwise); returns its parsed result."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": home,
@@ -178,7 +179,8 @@ def claude(proxy, home, workspace, prompt, *flags):
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "NO_PROXY": "127.0.0.1,localhost",
     }
-    command = [os.environ["HERMES_E2E_CLAUDE"], "--bare", "-p", prompt, "--output-format", "json", *flags]
+    command = [os.environ["HERMES_E2E_CLAUDE"], *(["--bare"] if bare else []),
+               "-p", prompt, "--output-format", "json", *flags]
     done = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, f"claude exited with {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     try:
@@ -231,9 +233,23 @@ def case_read_tool_round_trip(proxy, home, workspace):
     assert result.get("num_turns") == 2, result
 
 
+def case_default_mode(proxy, home, workspace):
+    """Claude Code as a user runs it: no `--bare`, so its environment notes
+    travel as `system` turns inside `messages`, thinking and context
+    management ride along, and side requests may go to the small model."""
+    take()
+    result = claude(proxy, home, workspace, "Say hello", bare=False)
+    assert result["result"] == GREETING, result
+    exchanges = take()
+    hello = [e for e in exchanges if "Say hello" in prompt_of(e["body"]["messages"])]
+    assert hello, f"no upstream request carried the prompt: {[e['body']['messages'][-1] for e in exchanges]}"
+    assert all(e["answer"].get("content") != "" for e in exchanges), exchanges
+
+
 CASES = [
     ("(a) claude -p \"Say hello\": the upstream's text, streamed through the Messages ingress", case_say_hello),
     ("(b) Claude Code runs its Read tool and sends the file back as a tool result", case_read_tool_round_trip),
+    ("(c) claude as users run it (no --bare): system turns inside messages are accepted", case_default_mode),
 ]
 
 

@@ -85,9 +85,23 @@ pub fn messages(list: &[Value], out: &mut Vec<Value>) -> Result<(), ApiError> {
         match message.get("role").and_then(Value::as_str) {
             Some("user") => user(i, content, out)?,
             Some("assistant") => out.push(assistant(i, content)?),
+            // Claude Code 2.x puts its environment notes in the conversation
+            // as system turns; they read as system text wherever they stand.
+            Some("system") => {
+                let text = match content {
+                    Content::Text(text) => Value::String(text.to_owned()),
+                    Content::Blocks(blocks) => Value::Array(blocks.to_vec()),
+                };
+                out.extend(system(&text).map_err(|_| {
+                    invalid(
+                        format!("`messages.{i}.content`: a system turn holds text blocks only"),
+                        "messages",
+                    )
+                })?);
+            }
             _ => {
                 return Err(invalid(
-                    format!("`messages.{i}.role`: must be \"user\" or \"assistant\""),
+                    format!("`messages.{i}.role`: must be \"user\", \"assistant\" or \"system\""),
                     "messages",
                 ))
             }

@@ -560,9 +560,9 @@ mod tests {
                 "`messages.0`: must be an object",
             ),
             (
-                with("messages", json!([{"role": "system", "content": "x"}])),
+                with("messages", json!([{"role": "tool", "content": "x"}])),
                 "messages",
-                "`messages.0.role`: must be \"user\" or \"assistant\"",
+                "`messages.0.role`: must be \"user\", \"assistant\" or \"system\"",
             ),
             (
                 with("messages", json!([{"role": "user"}])),
@@ -741,5 +741,19 @@ mod tests {
             json!([{"role": "user", "content": [{"type": "text", "text": "What is in it?"}]}])
         );
         assert_eq!(request.original["messages"], body["messages"]);
+    }
+
+    #[test]
+    fn a_system_turn_inside_messages_stays_system_text_where_it_stands() {
+        let body = json!({"model": "m", "max_tokens": 10, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "<env>cwd: /repo</env>"}]},
+            {"role": "user", "content": "go on"}]});
+        let request = parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(
+            request.chat["messages"][1],
+            json!({"role": "system", "content": "<env>cwd: /repo</env>"})
+        );
+        assert_eq!(request.chat["messages"][2]["role"], "user");
     }
 }
