@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::access;
 use super::browser;
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
@@ -136,8 +137,13 @@ where
 
 // ------------------------------------------------------------------ request id
 
-pub async fn request_id<S: Inner>(req: Request<Incoming>, next: Next<S>) -> Response<Body> {
+/// The request's id, for the layers inside that log it.
+#[derive(Clone)]
+pub struct RequestId(pub Arc<str>);
+
+pub async fn request_id<S: Inner>(mut req: Request<Incoming>, next: Next<S>) -> Response<Body> {
     let id = id_of(req.headers());
+    req.extensions_mut().insert(RequestId(id.as_str().into()));
     let span = tracing::info_span!("request", id = %id);
     let mut resp = next.run(req).instrument(span).await;
     if let Ok(v) = HeaderValue::try_from(id.as_str()) {
@@ -165,6 +171,7 @@ pub async fn observe<S: Inner>(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let id = req.extensions().get::<RequestId>().cloned();
     let inflight = Inflight::new(&handles.metrics);
     let mut resp = next.run(req).await;
     let trace = resp.extensions_mut().remove::<Trace>().unwrap_or_default();
@@ -173,17 +180,19 @@ pub async fn observe<S: Inner>(
     let proxied = path.starts_with("/v1/") && method == Method::POST;
     if let Some(route) = trace.route.as_deref().or(proxied.then_some(UNROUTED)) {
         record(&handles.metrics, route, resp.status(), started, &trace);
-        tracing::info!(
+        access::log(&access::Line {
+            request_id: id.as_ref().map_or("-", |id| &id.0),
+            method: method.as_str(),
+            path: &path,
             route,
-            provider = trace.provider.as_deref().unwrap_or("-"),
-            attempts = trace.attempts,
-            status = resp.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            upstream_ms = trace.upstream_time.as_millis() as u64,
-            prompt_tokens = trace.usage.map(|u| u.prompt),
-            completion_tokens = trace.usage.map(|u| u.completion),
-            "{method} {path}"
-        );
+            provider: trace.provider.as_deref().unwrap_or("-"),
+            attempts: trace.attempts,
+            status: resp.status().as_u16(),
+            ms: started.elapsed().as_millis() as u64,
+            upstream_ms: trace.upstream_time.as_millis() as u64,
+            prompt_tokens: trace.usage.map(|u| u.prompt),
+            completion_tokens: trace.usage.map(|u| u.completion),
+        });
     }
     resp.map(|b| body::with_guard(b, inflight))
 }

@@ -2,6 +2,7 @@
 //! becomes a response in the client's dialect here, in one place.
 //!
 //! - [`edge`]: request id, access log and metrics, CORS (tower layers)
+//! - [`access`]: the access log line, written off the request's path
 //! - [`browser`]: which web pages and host names a proxy without keys serves
 //! - [`proxy`]: a proxied request: auth, body, dialect in, route, the route's
 //!   stack, dialect out
@@ -9,6 +10,7 @@
 //! - [`messages`]: the Anthropic Messages API
 //! - [`admin`]: health, readiness, models, metrics, reload
 
+pub mod access;
 pub mod admin;
 pub mod browser;
 pub mod edge;
