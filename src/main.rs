@@ -10,10 +10,10 @@ use hermes_proxy::runtime::reload::{self, ConfigSource};
 use hermes_proxy::runtime::State;
 use hermes_proxy::server;
 
-/// Per-thread free lists: glibc's malloc and free were a sixth of the
+/// Per-thread caches: glibc's malloc and free were a sixth of the
 /// instructions of a proxied request (benches/README.md, issue 15).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// How long a stop waits for in-flight requests before closing them.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -128,9 +128,11 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The writer thread flushes whenever its queue runs dry, so a burst of
+    // lines leaves in one write(2) instead of one each.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let access = writer.clone();
     hermes_proxy::http::access::install(
         Box::new(move |line| {
