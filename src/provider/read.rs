@@ -168,51 +168,27 @@ pub(super) fn json_as_stream(answer: Answer) -> Answer {
 }
 
 /// The fast path of [`json`]: nearly every answer is already in the one
-/// schema. Only the fields that error detection and normalization read are
-/// parsed (the rest, message text included, is skipped, not built), into a
-/// skeleton those same functions run on. When they find no error and nothing
-/// to change, the answer's usage is returned and its bytes go on untouched;
-/// `None` (anything unusual, or a parse the full path should report) means
-/// take the full path.
+/// schema. Only the top level is parsed: `usage` into a tree, everything
+/// else (the choices with their text) skipped as raw slices, which is most
+/// of the answer and was most of the cost. An answer whose choices mention
+/// usage or reasoning, or that carries an error, goes the full path; so
+/// does one whose usage normalization would change. Otherwise its usage is
+/// returned and its bytes go on untouched. `None` (anything unusual, or a
+/// parse the full path should report) means take the full path.
 fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
     use serde::Deserialize;
+    use serde_json::value::RawValue;
 
-    /// A `null` kept as `Some(Null)`: `normalize` treats a null `reasoning`
-    /// unlike a missing one.
-    fn keep_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-        Value::deserialize(d).map(Some)
-    }
     #[derive(Deserialize)]
-    struct Skim {
+    struct Skim<'a> {
         #[serde(default)]
         usage: Option<Value>,
-        #[serde(default)]
-        error: Option<Value>,
-        #[serde(default)]
-        object: Option<Value>,
-        #[serde(default)]
-        choices: Option<Vec<SkimChoice>>,
-    }
-    #[derive(Deserialize)]
-    struct SkimChoice {
-        #[serde(default)]
-        usage: Option<Value>,
-        #[serde(default)]
-        message: Option<SkimMessage>,
-    }
-    #[derive(Deserialize)]
-    struct SkimMessage {
-        #[serde(default)]
-        reasoning_content: Option<Value>,
-        #[serde(default, deserialize_with = "keep_null")]
-        reasoning: Option<Value>,
-        #[serde(default)]
-        reasoning_details: Option<Value>,
-    }
-    fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-        if let Some(v) = value {
-            obj.insert(key.to_owned(), v);
-        }
+        #[serde(default, borrow)]
+        error: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        object: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        choices: Option<&'a RawValue>,
     }
 
     // A top-level array is an error shape (and serde would read it as a struct).
@@ -220,28 +196,24 @@ fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
         return None;
     }
     let skim: Skim = serde_json::from_slice(bytes).ok()?;
-    let mut top = Map::new();
-    put(&mut top, "usage", skim.usage);
-    put(&mut top, "error", skim.error);
-    put(&mut top, "object", skim.object);
-    if let Some(choices) = skim.choices {
-        let choices = choices.into_iter().map(|c| {
-            let mut choice = Map::new();
-            put(&mut choice, "usage", c.usage);
-            if let Some(m) = c.message {
-                let mut message = Map::new();
-                put(&mut message, "reasoning_content", m.reasoning_content);
-                put(&mut message, "reasoning", m.reasoning);
-                put(&mut message, "reasoning_details", m.reasoning_details);
-                choice.insert("message".into(), Value::Object(message));
-            }
-            Value::Object(choice)
-        });
-        top.insert("choices".into(), Value::Array(choices.collect()));
-    }
-    let mut skeleton = Value::Object(top);
-    if classify::error_in_body(&skeleton, &http::HeaderMap::new(), SystemTime::now()).is_some() {
+    if skim.error.is_some_and(|e| e.get() != "null")
+        || skim.object.is_some_and(|o| o.get() == "\"error\"")
+    {
         return None;
+    }
+    if let Some(choices) = skim.choices.map(RawValue::get) {
+        // Kimi's usage inside a choice, reasoning under another name: the
+        // full path's business. A false alarm only costs that path.
+        let unusual = choices.contains("\"reasoning\"")
+            || has_value(choices, "\"reasoning_details\"")
+            || has_value(choices, "\"usage\"");
+        if unusual || !choices.starts_with('[') {
+            return None;
+        }
+    }
+    let mut skeleton = Value::Object(Map::new());
+    if let Some(usage) = skim.usage {
+        skeleton["usage"] = usage;
     }
     if endpoint != Endpoint::Embeddings && normalize::completion(&mut skeleton) {
         return None;
@@ -421,6 +393,31 @@ mod tests {
             // a null `reasoning` beside `reasoning_content` is dropped by the full path
             (
                 r#"{"choices":[{"message":{"reasoning_content":"r","reasoning":null}}]}"#,
+                false,
+            ),
+            // usage as OpenAI sends it, with details the skim leaves alone
+            (
+                r#"{"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":1,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"choices":[]}"#,
+                true,
+            ),
+            (r#"{"usage":null,"choices":[]}"#, true),
+            // Kimi's reasoning_content needs nothing; text that quotes a key is text
+            (
+                r#"{"choices":[{"message":{"content":"the \"usage\" and \"reasoning\" keys","reasoning_content":"r"}}]}"#,
+                true,
+            ),
+            // a null details object, Anthropic's names, Kimi's cached_tokens
+            (
+                r#"{"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":null}}"#,
+                false,
+            ),
+            (r#"{"usage":{"input_tokens":3,"output_tokens":1}}"#, false),
+            (
+                r#"{"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"cached_tokens":4}}"#,
+                false,
+            ),
+            (
+                r#"{"choices":[{"message":{"content":"x","reasoning_details":[{"type":"reasoning.text","text":"t"}]}}]}"#,
                 false,
             ),
             // errors in a 200 body, and shapes the skeleton does not model
