@@ -52,9 +52,9 @@ pub struct Relay {
     /// (so it is only noted here), and its internal events (tool calls, its
     /// failure) are honoured; from an upstream they are ignored.
     pub agent: bool,
-    /// The stream is in the client's own dialect (Messages), passed through
-    /// untranslated: its events go on as they came, named, and only their
-    /// usage and errors are read (into `native_usage`).
+    /// Set when the stream is in the client's own dialect (Messages), passed
+    /// through untranslated: its events go on as they came, named, and only
+    /// their usage (tallied in this map) and errors are read.
     pub native: Option<Map<String, Value>>,
     pub deadline: Instant,
     /// The configured `request_timeout`, for the message when `deadline` passes.
