@@ -112,42 +112,8 @@ class Chat(ChatUpstream):
         message, finish = scripted_answer(body)
         with LOCK:
             CHATS.append((body, message))
-        if body.get("stream") is True:
-            self.stream(body, message, finish)
-            return
-        self.send_json({"id": "chatcmpl-e2e", "object": "chat.completion", "created": int(time.time()),
-                        "model": body["model"],
-                        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                        "usage": USAGE})
+        self.answer(body, message, finish, USAGE)
 
-    def stream(self, body, message, finish):
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("cache-control", "no-cache")
-        self.end_headers()
-        base = {"id": "chatcmpl-e2e-stream", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": body["model"]}
-
-        def send(choices, **extra):
-            self.wfile.write(b"data: " + json.dumps(dict(base, choices=choices, **extra)).encode() + b"\n\n")
-            self.wfile.flush()
-
-        def delta(d, finish_reason=None):
-            send([{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish_reason}])
-
-        delta({"role": "assistant", "content": ""})
-        text = message.get("content") or ""
-        for piece in (text[:len(text) // 2], text[len(text) // 2:]):
-            delta({"content": piece})
-        for index, call in enumerate(message.get("tool_calls") or []):
-            delta({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                   "function": {"name": call["function"]["name"], "arguments": ""}}]})
-            delta({"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]})
-        delta({}, finish)
-        if (body.get("stream_options") or {}).get("include_usage"):
-            send([], usage=USAGE)
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
 
 
 # ---------------------------------------------------------------- the Messages upstream

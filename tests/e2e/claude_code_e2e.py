@@ -113,45 +113,8 @@ class Upstream(ChatUpstream):
         message, finish = scripted_answer(body)
         with LOCK:
             EXCHANGES.append({"body": body, "answer": message})
-        if body.get("stream") is True:
-            self.stream(body, message, finish)
-            return
-        self.send_json({"id": "chatcmpl-cc", "object": "chat.completion", "created": int(time.time()),
-                        "model": body["model"],
-                        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                        "usage": USAGE})
+        self.answer(body, message, finish, USAGE)
 
-    def stream(self, body, message, finish):
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("cache-control", "no-cache")
-        self.end_headers()
-        base = {"id": "chatcmpl-cc-stream", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": body["model"]}
-
-        def send(choices, **extra):
-            self.wfile.write(b"data: " + json.dumps(dict(base, choices=choices, **extra)).encode() + b"\n\n")
-            self.wfile.flush()
-
-        def delta(d, finish_reason=None):
-            send([{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish_reason}])
-
-        delta({"role": "assistant", "content": ""})
-        text = message.get("content") or ""
-        for piece in (text[:len(text) // 2], text[len(text) // 2:]):
-            if piece:
-                delta({"content": piece})
-        for index, call in enumerate(message.get("tool_calls") or []):
-            delta({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                   "function": {"name": call["function"]["name"], "arguments": ""}}]})
-            arguments = call["function"]["arguments"]
-            for piece in (arguments[:9], arguments[9:]):
-                delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-        delta({}, finish)
-        if (body.get("stream_options") or {}).get("include_usage"):
-            send([], usage=USAGE)
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
 
 
 # ---------------------------------------------------------------- running claude

@@ -53,6 +53,49 @@ class ChatUpstream(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def answer(self, body, message, finish, usage):
+        """`message` as OpenAI sends it: a whole completion, or (when the
+        request streams) chunks that split its reasoning, text and each tool
+        call's arguments in pieces, the finish, the usage when asked, [DONE]."""
+        if body.get("stream") is not True:
+            self.send_json({"id": "chatcmpl-e2e", "object": "chat.completion", "created": int(time.time()),
+                            "model": body["model"],
+                            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                            "usage": usage})
+            return
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.end_headers()
+        base = {"id": "chatcmpl-e2e-stream", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body["model"]}
+
+        def send(choices, **extra):
+            self.wfile.write(b"data: " + json.dumps(dict(base, choices=choices, **extra)).encode() + b"\n\n")
+            self.wfile.flush()
+
+        def delta(d, finish_reason=None):
+            send([{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish_reason}])
+
+        def halves(text):
+            return [piece for piece in (text[:len(text) // 2], text[len(text) // 2:]) if piece]
+
+        delta({"role": "assistant", "content": ""})
+        for piece in halves(message.get("reasoning_content") or ""):
+            delta({"reasoning_content": piece})
+        for piece in halves(message.get("content") or ""):
+            delta({"content": piece})
+        for index, call in enumerate(message.get("tool_calls") or []):
+            delta({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                   "function": {"name": call["function"]["name"], "arguments": ""}}]})
+            for piece in halves(call["function"]["arguments"]):
+                delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        delta({}, finish)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            send([], usage=usage)
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
 
 def free_port():
     with socket.socket() as s:

@@ -132,49 +132,8 @@ class Kimi(ChatUpstream):
                        "tool_calls": [{"id": "functions.get_weather:0", "type": "function", "function": {
                            "name": "get_weather", "arguments": json.dumps({"city": city})}}]}
             finish = "tool_calls"
-        if body.get("stream") is True:
-            self.stream(body, message, finish)
-            return
-        self.send_json({"id": "chatcmpl-kimi", "object": "chat.completion", "created": int(time.time()),
-                        "model": body["model"],
-                        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                        "usage": USAGE})
+        self.answer(body, message, finish, USAGE)
 
-    def stream(self, body, message, finish):
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("cache-control", "no-cache")
-        self.end_headers()
-        base = {"id": "chatcmpl-kimi-stream", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": body["model"]}
-
-        def send(choices, **extra):
-            self.wfile.write(b"data: " + json.dumps(dict(base, choices=choices, **extra)).encode() + b"\n\n")
-            self.wfile.flush()
-
-        def delta(d, finish_reason=None):
-            send([{"index": 0, "delta": d, "finish_reason": finish_reason}])
-
-        delta({"role": "assistant", "content": ""})
-        # The reasoning in pieces, as Kimi streams it, before the answer.
-        reasoning = message.get("reasoning_content") or ""
-        for start in range(0, len(reasoning), 7):
-            delta({"reasoning_content": reasoning[start:start + 7]})
-        text = message.get("content") or ""
-        for piece in (text[:len(text) // 2], text[len(text) // 2:]):
-            if piece:
-                delta({"content": piece})
-        for index, call in enumerate(message.get("tool_calls") or []):
-            delta({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                   "function": {"name": call["function"]["name"], "arguments": ""}}]})
-            arguments = call["function"]["arguments"]
-            for piece in (arguments[:6], arguments[6:]):
-                delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-        delta({}, finish)
-        if (body.get("stream_options") or {}).get("include_usage"):
-            send([], usage=USAGE)
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
 
 
 # ---------------------------------------------------------------- the Messages upstream
