@@ -41,7 +41,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -42,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from http.server import ThreadingHTTPServer
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
