@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Load benchmark: hermes-proxy against the upstream direct, nginx proxy_pass
-and LiteLLM's proxy, interleaved in one run. Standard library only.
+"""Load benchmark: hermes-proxy against the upstream direct, nginx proxy_pass,
+Portkey's gateway and LiteLLM's proxy, interleaved in one run. Standard
+library only (the peers are installed by run.sh --install).
 
 Run through ./run.sh (which builds the release binary first); see README.md.
 
@@ -34,6 +35,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 VENV = os.environ.get("HERMES_BENCH_VENV", os.path.join(HERE, ".venv"))
+# npm peers (package.json and package-lock.json there pin them; node_modules
+# is installed by run.sh --install and not committed)
+NODE_PEERS = os.environ.get("HERMES_BENCH_NODE", os.path.join(HERE, "node"))
 
 # A chat completion as OpenAI answers one; usage already in OpenAI form, so
 # the proxy has nothing to rewrite (the common case).
@@ -62,7 +66,8 @@ REQUEST = {
 }
 
 # Every client sends this key. Only LiteLLM checks it (it refuses to start
-# without a master key); hermes-proxy (no [[server.keys]]) and nginx ignore it.
+# without a master key); hermes-proxy (no [[server.keys]]) and nginx ignore it,
+# Portkey forwards it to the upstream as the OpenAI key, which nginx ignores.
 KEY = "sk-bench-" + secrets.token_hex(24)
 
 PROCS = []  # (name, Popen) of everything started, for cleanup
@@ -167,12 +172,15 @@ def rss_kib(pid):
 
 
 class Target:
-    def __init__(self, name, port, sse_port, health, proc=None, started=None):
+    def __init__(self, name, port, sse_port, health, proc=None, started=None, headers=(), sse_headers=()):
         self.name = name
         self.port = port  # chat completions (JSON)
         self.sse_port = sse_port  # chat completions (streams)
         self.health = health
         self.proc = proc
+        # extra request headers: Portkey is told its upstream per request
+        self.headers = list(headers)
+        self.sse_headers = list(sse_headers)
         self.ready_s = []
         if started is not None:
             self.ready_s.append(started)
@@ -339,18 +347,70 @@ litellm_settings:
     return p, wait_ready(p, port, "/health/liveliness", 120)
 
 
+def portkey_entry():
+    path = os.path.join(NODE_PEERS, "node_modules", "@portkey-ai", "gateway", "build", "start-server.js")
+    return path if os.path.isfile(path) and shutil.which("node") else None
+
+
+def portkey_version():
+    try:
+        with open(os.path.join(os.path.dirname(os.path.dirname(portkey_entry())), "package.json")) as f:
+            return json.load(f)["version"]
+    except (OSError, TypeError, ValueError, KeyError):
+        return "?"
+
+
+# Portkey's start-server.js takes only --port and listens on every interface
+# (its serve() call passes no hostname). This preload binds a listen(port)
+# without a host to 127.0.0.1 instead, so nothing here is reachable from
+# outside; it changes nothing else.
+LOOPBACK_PRELOAD = """
+const net = require('net');
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  if (typeof args[0] === 'number') {
+    if (args.length === 1 || args[1] === undefined) args[1] = '127.0.0.1';
+    else if (typeof args[1] === 'function') args.splice(1, 0, '127.0.0.1');
+  }
+  return listen.apply(this, args);
+};
+"""
+
+
+def portkey_headers(up):
+    """Portkey is configured per request: the provider and its base URL ride
+    in headers (no config file). 127.0.0.1 is in its default trusted hosts."""
+    return [("x-portkey-provider", "openai"), ("x-portkey-custom-host", f"http://127.0.0.1:{up}/v1")]
+
+
+def start_portkey(tmp, port, log_name="portkey.log"):
+    """Portkey's gateway (npm @portkey-ai/gateway) at its defaults, on Node:
+    `--headless` leaves out its browser log console, nothing else."""
+    preload = os.path.join(tmp, "loopback.cjs")
+    if not os.path.exists(preload):
+        with open(preload, "w") as f:
+            f.write(LOOPBACK_PRELOAD)
+    env = dict(os.environ)
+    for k in ("OPENAI_API_KEY", "REDIS_CONNECTION_STRING", "NODE_OPTIONS"):
+        env.pop(k, None)
+    p = spawn("portkey", ["node", "--require", preload, portkey_entry(), f"--port={port}", "--headless"],
+              env=env, stdout=open(os.path.join(tmp, log_name), "w"), stderr=subprocess.STDOUT)
+    return p, wait_ready(p, port, "/", 30)
+
+
 # ---------------------------------------------------------------------------
 # load tools
 
 
-def wrk_script(tmp, body):
-    path = os.path.join(tmp, "post.lua")
+def wrk_script(tmp, body, headers=(), name="post"):
+    path = os.path.join(tmp, f"{name}.lua")
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers)
     with open(path, "w") as f:
         f.write(f"""wrk.method = "POST"
 wrk.body = [==[{body}]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {KEY}"
-function done(summary, latency, requests)
+{extra}function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     'WRKJSON {{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"errors":%d,"status_errors":%d}}\\n',
@@ -379,12 +439,13 @@ def oha_bin():
                                    if os.access(os.path.expanduser("~/.cargo/bin/oha"), os.X_OK) else None)
 
 
-def run_oha(url, body_path, rate, conns, duration):
+def run_oha(url, body_path, rate, conns, duration, headers=()):
     """Open-loop load at a fixed rate; latencies corrected for coordinated omission."""
+    extra = [a for k, v in headers for a in ("-H", f"{k}: {v}")]
     out = subprocess.run(
         [oha_bin(), "--no-tui", "--output-format", "json", "-z", f"{duration}s", "-c", str(conns),
          "-q", str(rate), "--latency-correction", "-m", "POST",
-         "-H", "content-type: application/json", "-H", f"authorization: Bearer {KEY}",
+         "-H", "content-type: application/json", "-H", f"authorization: Bearer {KEY}", *extra,
          "-D", body_path, url],
         capture_output=True, text=True, timeout=duration + 60,
     )
@@ -483,8 +544,9 @@ class StreamClient:
 
     STAMP = re.compile(rb'"content":"t(\d+) ')
 
-    def __init__(self, port):
+    def __init__(self, port, headers=()):
         self.port = port
+        self.extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers)
         self.sock = None
 
     def connect(self):
@@ -523,8 +585,8 @@ class StreamClient:
         body = json.dumps(dict(REQUEST, model="bench-sse", stream=True, max_tokens=chunks,
                                user=f"gap_us={gap_us}")).encode()
         req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Authorization: Bearer %s\r\nAccept: text/event-stream\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (KEY.encode(), len(body), body))
+               b"Authorization: Bearer %s\r\nAccept: text/event-stream\r\n%s"
+               b"Content-Length: %d\r\n\r\n%s" % (KEY.encode(), self.extra, len(body), body))
         sent = time.monotonic_ns()
         self.sock.sendall(req)
         now = sent
@@ -595,7 +657,6 @@ def compare(args):
     body = json.dumps(REQUEST)
     with open(body_path, "w") as f:
         f.write(body)
-    script = wrk_script(tmp, body)
     try:
         up_proc, up_port = start_upstream(tmp)
         sse_proc, sse_port = start_sse_upstream()
@@ -636,6 +697,18 @@ def compare(args):
         elif args.litellm:
             log("LiteLLM not installed (run.sh --install puts litellm[proxy]==1.106.12 in benches/load/.venv): skipped")
 
+        portkey = None
+        if args.portkey and portkey_entry():
+            pport = free_port()
+            pp, ready = start_portkey(tmp, pport)
+            portkey = Target(f"Portkey gateway {portkey_version()}", pport, pport, "/", pp, ready,
+                             headers=portkey_headers(up_port), sse_headers=portkey_headers(sse_port))
+            time.sleep(1.0)
+            portkey.rss["idle"] = rss_kib(pp.pid)[0]
+            targets.append(portkey)
+        elif args.portkey:
+            log("Portkey not installed (run.sh --install puts @portkey-ai/gateway in benches/load/node): skipped")
+
         # startup-to-ready: extra cold starts of each proxy, one at a time
         for _ in range(args.starts):
             p, r = start_hermes(cfg, free_port())
@@ -645,13 +718,21 @@ def compare(args):
             n = start_nginx_proxy(tmp2, up_port, sse_port)
             nginx.ready_s.append(n.ready_s[0])
             stop(n.proc)
+            if portkey:
+                p, r = start_portkey(tmp, free_port(), log_name="portkey-start.log")
+                portkey.ready_s.append(r)
+                stop(p)
         log("startup (s): hermes", [round(x, 4) for x in hermes.ready_s],
             "nginx", [round(x, 4) for x in nginx.ready_s],
+            "portkey", [round(x, 3) for x in (portkey.ready_s if portkey else [])],
             "litellm", [round(x, 2) for x in (litellm.ready_s if litellm else [])])
 
-        # warm-up: fill pools and caches on every path
+        # one wrk script per target: Portkey's carry its routing headers
+        scripts = {t.name: wrk_script(tmp, body, t.headers, name=f"post{i}") for i, t in enumerate(targets)}
+
+        # warm-up: fill pools and caches on every path (Node's JIT too)
         for t in targets:
-            run_wrk(t.url(), script, args.conns, 1, args.threads)
+            run_wrk(t.url(), scripts[t.name], args.conns, 1, args.threads)
 
         # 1. throughput at `conns` connections, closed loop, interleaved rounds
         tput = {t.name: [] for t in targets}
@@ -659,7 +740,7 @@ def compare(args):
             order = targets[:]
             random.shuffle(order)
             for t in order:
-                res = run_wrk(t.url(), script, args.conns, args.duration, args.threads)
+                res = run_wrk(t.url(), scripts[t.name], args.conns, args.duration, args.threads)
                 tput[t.name].append(res)
                 log(f"round {r + 1} wrk {t.name}: {res['rps']:.0f} req/s p50 {res['p50_us']}us "
                     f"p99 {res['p99_us']}us errors {res['errors']}+{res['status_errors']}")
@@ -678,7 +759,7 @@ def compare(args):
                 order = targets[:]
                 random.shuffle(order)
                 for t in order:
-                    res = run_oha(t.url(), body_path, rate[t.name], args.conns, args.duration)
+                    res = run_oha(t.url(), body_path, rate[t.name], args.conns, args.duration, t.headers)
                     lat[t.name].append(res)
                     log(f"round {r + 1} oha {t.name} @{rate[t.name]}/s: p50 {res['p50_us']:.0f}us "
                         f"p99 {res['p99_us']:.0f}us non-2xx {res['non2xx']} errors {res['errors']}")
@@ -693,7 +774,7 @@ def compare(args):
 
         # 3. streams: TTFT and per-chunk delivery latency, paced; relay cost, burst
         streams = {t.name: {"ttft": [], "chunk": []} for t in targets}
-        clients = {t.name: StreamClient(t.sse_port) for t in targets}
+        clients = {t.name: StreamClient(t.sse_port, t.sse_headers) for t in targets}
         for r in range(args.rounds):
             order = targets[:]
             random.shuffle(order)
@@ -1205,6 +1286,7 @@ def main():
         p.add_argument("--chunks", type=int, default=32, help="chunks per paced stream")
         p.add_argument("--gap-us", type=int, default=2000, help="gap between paced chunks (µs)")
         p.add_argument("--no-litellm", dest="litellm", action="store_false", help="skip LiteLLM")
+        p.add_argument("--no-portkey", dest="portkey", action="store_false", help="skip Portkey's gateway")
         p.add_argument("--no-quiet-variant", dest="quiet_variant", action="store_false",
                        help="skip the hermes-proxy row without its access log (RUST_LOG=warn)")
     s = sub.add_parser("streams", help="N concurrent open streams through hermes-proxy")

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Load benchmark of hermes-proxy against the upstream direct, nginx proxy_pass
-# and LiteLLM, interleaved in one run. See benches/README.md.
+# Load benchmark of hermes-proxy against the upstream direct, nginx proxy_pass,
+# Portkey's gateway and LiteLLM, interleaved in one run. See benches/README.md.
 #
 #   benches/load/run.sh [--install] [all options...]   the comparison (~4 min)
 #   benches/load/run.sh [--install] streams [--n 10000] N concurrent open streams
 #
 # --install  apt-get install nginx wrk; cargo install oha (compiles, minutes);
-#            litellm[proxy]==1.106.12 into benches/load/.venv. Without it nothing
-#            is installed: a missing oha or LiteLLM skips its part.
+#            litellm[proxy]==1.106.12 into benches/load/.venv; @portkey-ai/gateway
+#            1.15.2 into benches/load/node (npm ci, from the committed lock file).
+#            Without it nothing is installed: a missing oha, LiteLLM or Portkey
+#            skips its part.
 # Loopback only; every process started is stopped on exit.
 set -euo pipefail
 
@@ -43,6 +45,18 @@ if [[ $install == 1 ]]; then
     if [[ ! -x "$here/.venv/bin/litellm" ]]; then
         python3 -m venv "$here/.venv"
         "$here/.venv/bin/pip" install -q "$LITELLM_PIN"
+    fi
+    if [[ ! -d "$here/node/node_modules/@portkey-ai/gateway" ]]; then
+        if command -v npm >/dev/null; then
+            # Exact versions from node/package-lock.json. @hono/node-server is
+            # held at 1.13.8 there (an override): with the newer one Portkey's
+            # ^1.3.3 range picks, every streamed answer fails with "TypeError:
+            # immutable" (Portkey-AI/gateway#1389). No install scripts: the
+            # only one is patch-package, and the package ships no patches.
+            npm ci --prefix "$here/node" --ignore-scripts --no-audit --no-fund
+        else
+            echo "npm not found: Portkey's gateway is not installed (apt-get install nodejs npm)" >&2
+        fi
     fi
 fi
 
