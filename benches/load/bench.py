@@ -969,8 +969,7 @@ def profile_mode(args):
         print("\n".join(line.rstrip(" -") for line in rep.stdout.splitlines() if line.strip()))
     finally:
         stop_all()
-        if not args.output:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # --output is a path of its own, outside tmp
 
 
 def callgrind_mode(args):
