@@ -1035,21 +1035,22 @@ def profile_mode(args):
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         run_wrk(url, script, args.conns, 1, args.threads)  # warm-up
         data = args.output or os.path.join(tmp, "perf.data")
-        graph = ["--call-graph", "dwarf,16384"] if args.call_graph else []
+        graph = ["--call-graph", f"dwarf,{args.stack_size}"] if args.call_graph else []
         rec = subprocess.Popen(["perf", "record", "-F", str(args.freq), "-e", "cpu-clock", *graph,
                                 "-p", str(hp.pid), "-o", data, "--", "sleep", str(args.duration + 1)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         res = run_wrk(url, script, args.conns, args.duration, args.threads)
         rec.wait()
-        log(f"under perf: {res['rps']:.0f} req/s")
+        log(f"under perf: {res['rps']:.0f} req/s, {res['requests']} requests")
+        if args.no_report:
+            return
         rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--percent-limit", "0.7",
                               "--sort", args.sort, "--stdio"], capture_output=True, text=True)
         print("\n".join(line.rstrip(" -") for line in rep.stdout.splitlines() if line.strip()))
     finally:
         stop_all()
-        if not args.output:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # --output is a path of its own, outside tmp
 
 
 def callgrind_mode(args):
@@ -1300,6 +1301,9 @@ def main():
     pr.add_argument("--freq", type=int, default=2000)
     pr.add_argument("--sort", default="dso,symbol")
     pr.add_argument("--call-graph", action="store_true", help="DWARF call graphs (large files)")
+    pr.add_argument("--stack-size", type=int, default=16384,
+                    help="bytes of stack copied per sample with --call-graph (default 16384; at most 65528)")
+    pr.add_argument("--no-report", action="store_true", help="record only (with --output), no perf report")
     pr.add_argument("--output", help="keep perf.data here")
     cg = sub.add_parser("callgrind", help="instructions per request under callgrind")
     cg.add_argument("--requests", type=int, default=2000)
