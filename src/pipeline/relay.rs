@@ -10,7 +10,7 @@
 //! the client sees one stream.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -24,7 +24,7 @@ use super::exchange::{Caller, Exchange, RouteTable};
 use super::Handles;
 use crate::body::{self, Body, BoxError};
 use crate::error::{ApiError, ErrorKind, UpstreamError};
-use crate::provider::{normalize_event, Answer};
+use crate::provider::{event_error, normalize_event, Answer};
 use crate::wire::agent::{self, ToolEvent};
 use crate::wire::chat::Endpoint;
 use crate::wire::encode::StreamEncoder;
@@ -253,20 +253,12 @@ impl Relay {
         let name = event.unwrap_or_else(|| "message".into());
         if name == "error" {
             let value: Value = serde_json::from_str(&data).unwrap_or_default();
-            let headers = http::HeaderMap::new();
-            return Err(crate::provider::classify::error_in_body(
-                &value,
-                &headers,
-                SystemTime::now(),
-            )
-            .unwrap_or_else(|| {
+            return Err(event_error(&value).unwrap_or_else(|| {
                 UpstreamError::transport(ErrorKind::ServerError, "the stream sent an error")
             }));
         }
         if let Some(tally) = &mut self.native {
-            if let Some(usage) = messages::stream_usage(tally, &data)
-                .and_then(|u| crate::wire::usage::usage(&json!({ "usage": u })))
-            {
+            if let Some(usage) = messages::stream_usage(tally, &data) {
                 self.usage = Some(usage);
             }
         }

@@ -35,7 +35,7 @@ use crate::wire::chat::Endpoint;
 use crate::wire::sse::SseReader;
 use crate::wire::usage::Usage;
 
-pub use read::normalize_event;
+pub use read::{event_error, normalize_event};
 
 /// One upstream's dialect. Implementations only translate and send; what
 /// every attempt shares (timeouts, reading the answer, classification,

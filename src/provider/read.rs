@@ -130,10 +130,7 @@ pub(super) async fn native_json(
     if let Some(err) = classify::error_in_body(&value, &parts.headers, SystemTime::now()) {
         return Err(err);
     }
-    let usage = value
-        .get("usage")
-        .map(|u| serde_json::json!({"usage": messages::chat_usage(u)}))
-        .and_then(|v| normalize::usage(&v));
+    let usage = value.get("usage").map(messages::usage);
     Ok(Answer::Json { body: bytes, usage })
 }
 
@@ -261,9 +258,7 @@ pub(super) async fn first_event(
             }
             Ok(Some(SseEvent::Data { event, data })) if native => {
                 let value: Value = serde_json::from_str(&data).unwrap_or_default();
-                if let Some(err) =
-                    classify::error_in_body(&value, &http::HeaderMap::new(), SystemTime::now())
-                {
+                if let Some(err) = event_error(&value) {
                     return Err(err);
                 }
                 let name = event
@@ -315,7 +310,7 @@ pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamErr
     let Ok(mut value) = serde_json::from_str::<Value>(data) else {
         return Ok((sse::data(data.as_bytes()), None));
     };
-    if let Some(err) = classify::error_in_body(&value, &http::HeaderMap::new(), SystemTime::now()) {
+    if let Some(err) = event_error(&value) {
         return Err(err);
     }
     let changed = normalize::chunk(&mut value);
@@ -326,6 +321,12 @@ pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamErr
         sse::data(data.as_bytes())
     };
     Ok((bytes, usage))
+}
+
+/// The error a streamed event reports (OpenRouter's error chunk, a Messages
+/// `error` event), if it reports one; a stream has no headers to consult.
+pub fn event_error(event: &Value) -> Option<UpstreamError> {
+    classify::error_in_body(event, &http::HeaderMap::new(), SystemTime::now())
 }
 
 /// Whether `key` appears in `json` with a value other than `null` (a

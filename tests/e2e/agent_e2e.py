@@ -35,11 +35,10 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import ThreadingHTTPServer
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
-from harness import ChatUpstream, Proxy, report, run_with_proxy, text_of  # noqa: E402
+from harness import ChatUpstream, Proxy, report, run_with_proxy, serve, text_of  # noqa: E402
 
 KEY = "sk-e2e-agent-key-0123456789"
 KEY_NAME = "e2e-agent"
@@ -424,9 +423,7 @@ CASES = [
 
 
 def main():
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    upstream.daemon_threads = True
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    upstream = serve(Upstream)
     work = tempfile.mkdtemp(prefix="hermes-agent-e2e-")
     ws = os.path.join(work, "ws")
     os.makedirs(ws)

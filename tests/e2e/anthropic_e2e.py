@@ -43,13 +43,13 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 import anthropic  # noqa: E402
 
-from harness import ChatUpstream, Proxy, report, run_with_proxy, text_of  # noqa: E402
+from harness import ChatUpstream, Proxy, report, run_with_proxy, serve, text_of  # noqa: E402
 
 KEY = "sk-e2e-anthropic-key-0123456789"
 UPSTREAM_KEY = "sk-ant-e2e-upstream-9876543210"
@@ -401,11 +401,8 @@ CASES = [
 
 
 def main():
-    chat = ThreadingHTTPServer(("127.0.0.1", 0), Chat)
-    messages = ThreadingHTTPServer(("127.0.0.1", 0), Messages)
-    for server in (chat, messages):
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    chat = serve(Chat)
+    messages = serve(Messages)
     work = tempfile.mkdtemp(prefix="hermes-anthropic-e2e-")
     config = os.path.join(work, "routes.toml")
     with open(config, "w") as f:

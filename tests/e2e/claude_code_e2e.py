@@ -42,11 +42,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-from http.server import ThreadingHTTPServer
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
-from harness import ChatUpstream, Proxy, report, run_with_proxy, text_of  # noqa: E402
+from harness import ChatUpstream, Proxy, report, run_with_proxy, serve, text_of  # noqa: E402
 
 KEY = "sk-e2e-claude-code-0123456789"
 GREETING = "Hello from the scripted upstream, through hermes-proxy."
@@ -216,9 +215,7 @@ CASES = [
 
 
 def main():
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    upstream.daemon_threads = True
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    upstream = serve(Upstream)
     work = tempfile.mkdtemp(prefix="hermes-claude-code-e2e-")
     home = os.path.join(work, "home")
     workspace = os.path.join(work, "workspace")

@@ -50,11 +50,11 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
-from harness import ChatUpstream, Proxy, report, run_with_proxy, text_of  # noqa: E402
+from harness import ChatUpstream, Proxy, report, run_with_proxy, serve, text_of  # noqa: E402
 
 KEY = "sk-e2e-reasoning-key-0123456789"
 USAGE = {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}
@@ -428,11 +428,8 @@ CASES = [
 
 
 def main():
-    kimi = ThreadingHTTPServer(("127.0.0.1", 0), Kimi)
-    claude = ThreadingHTTPServer(("127.0.0.1", 0), Claude)
-    for server in (kimi, claude):
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    kimi = serve(Kimi)
+    claude = serve(Claude)
     kimi_url = f"http://127.0.0.1:{kimi.server_address[1]}/v1"
     claude_url = f"http://127.0.0.1:{claude.server_address[1]}/v1"
     work = tempfile.mkdtemp(prefix="hermes-reasoning-e2e-")

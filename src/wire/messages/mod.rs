@@ -26,6 +26,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
+use super::usage::Usage;
+
 /// The `anthropic-version` every upstream request carries.
 pub const VERSION: &str = "2023-06-01";
 
@@ -53,22 +55,34 @@ pub fn with_model(original: &[u8], model: &str) -> Option<Vec<u8>> {
 
 /// Keeps the usage a Messages stream reports as it goes: `message_start`
 /// carries the input side, `message_delta` the output (and, from some
-/// servers, input fields again, which win). Returns the usage so far in chat
-/// form when `data` reported any.
-pub fn stream_usage(tally: &mut Map<String, Value>, data: &str) -> Option<Value> {
+/// servers, input fields again, which win). Returns the usage so far when
+/// `data` reported any.
+pub fn stream_usage(tally: &mut Map<String, Value>, data: &str) -> Option<Usage> {
     if !data.contains("\"usage\"") {
         return None;
     }
     let event: Value = serde_json::from_str(data).ok()?;
-    let usage = event["message"]["usage"]
+    let reported = event["message"]["usage"]
         .as_object()
         .or(event["usage"].as_object())?;
-    for (k, v) in usage {
+    for (k, v) in reported {
         if !v.is_null() {
             tally.insert(k.clone(), v.clone());
         }
     }
-    Some(chat_usage(&Value::Object(tally.clone())))
+    Some(usage(&Value::Object(tally.clone())))
+}
+
+/// Messages usage as the counts the proxy accounts: the same sums as
+/// [`chat_usage`], without building the chat form.
+pub fn usage(usage: &Value) -> Usage {
+    let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let read = n("cache_read_input_tokens");
+    Usage {
+        prompt: n("input_tokens") + read + n("cache_creation_input_tokens"),
+        completion: n("output_tokens"),
+        cached: read,
+    }
 }
 
 /// A Messages `stop_reason` as a chat `finish_reason`.
@@ -139,6 +153,14 @@ mod tests {
         assert_eq!(chat["total_tokens"], 367);
         assert_eq!(chat["prompt_tokens_details"]["cached_tokens"], 300);
         assert_eq!(messages_usage(&chat), anthropic);
+        assert_eq!(
+            usage(&anthropic),
+            Usage {
+                prompt: 360,
+                completion: 7,
+                cached: 300
+            }
+        );
     }
 
     #[test]
@@ -157,15 +179,12 @@ mod tests {
     fn a_streams_usage_adds_up_from_start_to_delta() {
         let mut tally = Map::new();
         let start = r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":25,"cache_read_input_tokens":100,"output_tokens":1}}}"#;
-        assert_eq!(
-            stream_usage(&mut tally, start).unwrap()["prompt_tokens"],
-            125
-        );
+        assert_eq!(stream_usage(&mut tally, start).unwrap().prompt, 125);
         assert_eq!(stream_usage(&mut tally, r#"{"type":"ping"}"#), None);
         let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#;
         let usage = stream_usage(&mut tally, delta).unwrap();
-        assert_eq!(usage["completion_tokens"], 15);
-        assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 100);
+        assert_eq!(usage.completion, 15);
+        assert_eq!(usage.cached, 100);
     }
 
     #[test]
