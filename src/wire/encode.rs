@@ -18,6 +18,35 @@ pub trait StreamEncoder: Send {
     fn tool(&mut self, event: &ToolEvent) -> Bytes;
 }
 
+/// What one normalized chat chunk says, as the dialect encoders read it:
+/// absent parts are `None` or empty, and empty text counts as absent.
+pub struct ChunkParts<'a> {
+    pub usage: Option<&'a serde_json::Value>,
+    pub finish_reason: Option<&'a str>,
+    pub reasoning: Option<&'a str>,
+    /// Finished signed thinking blocks (see `wire::messages`).
+    pub thinking_blocks: &'a [serde_json::Value],
+    pub content: Option<&'a str>,
+    pub tool_calls: &'a [serde_json::Value],
+}
+
+impl<'a> ChunkParts<'a> {
+    pub fn of(chunk: &'a serde_json::Value) -> Self {
+        let choice = &chunk["choices"][0];
+        let delta = &choice["delta"];
+        let text = |key: &str| delta[key].as_str().filter(|t| !t.is_empty());
+        let list = |key: &str| delta[key].as_array().map_or(&[][..], Vec::as_slice);
+        ChunkParts {
+            usage: Some(&chunk["usage"]).filter(|u| u.is_object()),
+            finish_reason: choice["finish_reason"].as_str(),
+            reasoning: text("reasoning_content"),
+            thinking_blocks: list("thinking_blocks"),
+            content: text("content"),
+            tool_calls: list("tool_calls"),
+        }
+    }
+}
+
 /// Chat Completions clients get the chat events as they are, and an error
 /// chunk then `[DONE]` when the stream breaks.
 pub struct ChatEvents;

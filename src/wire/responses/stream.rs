@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::answer::usage;
 use super::new_id;
 use crate::wire::agent::{Status, ToolEvent};
-use crate::wire::encode::StreamEncoder;
+use crate::wire::encode::{ChunkParts, StreamEncoder};
 use crate::wire::sse;
 
 /// Called once with the finished response (to store it).
@@ -90,24 +90,20 @@ impl ResponseEvents {
 
     /// One normalized chat chunk.
     fn chunk(&mut self, out: &mut BytesMut, chunk: &Value) {
-        if chunk["usage"].is_object() {
-            self.usage = chunk["usage"].clone();
+        let parts = ChunkParts::of(chunk);
+        if let Some(usage) = parts.usage {
+            self.usage = usage.clone();
         }
-        let choice = &chunk["choices"][0];
-        if let Some(reason) = choice["finish_reason"].as_str() {
+        if let Some(reason) = parts.finish_reason {
             self.finish_reason = Some(reason.to_owned());
         }
-        let delta = &choice["delta"];
-        if let Some(text) = delta["reasoning_content"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(text) = parts.reasoning {
             self.reasoning(out, text);
         }
-        if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+        if let Some(text) = parts.content {
             self.text(out, text);
         }
-        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+        for call in parts.tool_calls {
             self.call(out, call);
         }
     }

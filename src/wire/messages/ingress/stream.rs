@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::answer::{message_id, stop};
 use super::error::error_from_openai;
 use crate::wire::agent::{Status, ToolEvent};
-use crate::wire::encode::StreamEncoder;
+use crate::wire::encode::{ChunkParts, StreamEncoder};
 use crate::wire::messages::messages_usage;
 use crate::wire::sse;
 
@@ -91,18 +91,14 @@ impl MessagesEvents {
             self.failed(out, chunk);
             return;
         }
-        if chunk["usage"].is_object() {
-            self.usage = chunk["usage"].clone();
+        let parts = ChunkParts::of(chunk);
+        if let Some(usage) = parts.usage {
+            self.usage = usage.clone();
         }
-        let choice = &chunk["choices"][0];
-        if let Some(reason) = choice["finish_reason"].as_str() {
+        if let Some(reason) = parts.finish_reason {
             self.finish_reason = Some(reason.to_owned());
         }
-        let delta = &choice["delta"];
-        if let Some(text) = delta["reasoning_content"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(text) = parts.reasoning {
             self.open_as(
                 out,
                 Kind::Thinking,
@@ -110,14 +106,14 @@ impl MessagesEvents {
             );
             self.delta(out, json!({"type": "thinking_delta", "thinking": text}));
         }
-        for block in delta["thinking_blocks"].as_array().into_iter().flatten() {
+        for block in parts.thinking_blocks {
             self.signed(out, block);
         }
-        if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+        if let Some(text) = parts.content {
             self.open_as(out, Kind::Text, || json!({"type": "text", "text": ""}));
             self.delta(out, json!({"type": "text_delta", "text": text}));
         }
-        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+        for call in parts.tool_calls {
             self.call(out, call);
         }
     }
