@@ -13,7 +13,7 @@
 //! forced `tool_choice` for a server that refuses one while thinking.
 //! `hermes_reasoning_roundtrip_total{path}` counts which way each turn went.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,9 +42,13 @@ pub struct Remembered {
     kept: moka::sync::Cache<u64, Arc<Map<String, Value>>>,
     /// (provider, model) pairs that said an assistant tool-call turn needs
     /// `reasoning_content`, or refused a forced `tool_choice`.
-    needs_reasoning: Mutex<HashSet<(String, String)>>,
-    refuses_forced_tools: Mutex<HashSet<(String, String)>>,
+    needs_reasoning: Learned,
+    refuses_forced_tools: Learned,
 }
+
+/// Models by provider: looked up with borrowed names on every attempt, so
+/// asking allocates nothing.
+type Learned = Mutex<HashMap<String, HashSet<String>>>;
 
 impl Default for Remembered {
     fn default() -> Self {
@@ -106,14 +110,17 @@ impl Remembered {
         restored
     }
 
-    fn learned(set: &Mutex<HashSet<(String, String)>>, target: &Target) -> bool {
+    fn learned(set: &Learned, target: &Target) -> bool {
         let set = set.lock().unwrap_or_else(|e| e.into_inner());
-        set.contains(&(target.provider.name.clone(), target.model.clone()))
+        set.get(&target.provider.name)
+            .is_some_and(|models| models.contains(&target.model))
     }
 
-    fn learn(set: &Mutex<HashSet<(String, String)>>, target: &Target) {
+    fn learn(set: &Learned, target: &Target) {
         let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
-        set.insert((target.provider.name.clone(), target.model.clone()));
+        set.entry(target.provider.name.clone())
+            .or_default()
+            .insert(target.model.clone());
     }
 }
 
