@@ -1,22 +1,28 @@
 //! Client keys: who is calling, what they may use, and how fast.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
 
+use crate::cluster::gcra::Limit;
+use crate::cluster::Cluster;
 use crate::config::{ClientKey, Secret};
 use crate::error::ApiError;
 
 pub struct Auth {
     keys: Vec<Key>,
+    /// With `[cluster]`, a key's `rpm` is counted across the replicas.
+    cluster: Option<Arc<Cluster>>,
 }
 
 struct Key {
     name: String,
     secret: Option<Secret>,
+    rpm: Option<NonZeroU32>,
     limiter: Option<DefaultDirectRateLimiter>,
     routes: Option<Vec<String>>,
 }
@@ -45,25 +51,26 @@ impl Principal<'_> {
 }
 
 impl Auth {
-    pub fn new(keys: &[ClientKey]) -> Self {
+    pub fn new(keys: &[ClientKey], cluster: Option<Arc<Cluster>>) -> Self {
         let keys = keys
             .iter()
-            .map(|k| Key {
-                name: k.name.clone(),
-                secret: k.key.clone(),
-                limiter: k
-                    .rpm
-                    .and_then(NonZeroU32::new)
-                    .map(|rpm| RateLimiter::direct(Quota::per_minute(rpm))),
-                routes: k.routes.clone(),
+            .map(|k| {
+                let rpm = k.rpm.and_then(NonZeroU32::new);
+                Key {
+                    name: k.name.clone(),
+                    secret: k.key.clone(),
+                    rpm,
+                    limiter: rpm.map(|rpm| RateLimiter::direct(Quota::per_minute(rpm))),
+                    routes: k.routes.clone(),
+                }
             })
             .collect();
-        Auth { keys }
+        Auth { keys, cluster }
     }
 
     /// `Ok(None)`: no keys are configured, so the proxy is open (which config
     /// validation allows only on a loopback address).
-    pub fn check(&self, headers: &HeaderMap) -> Result<Option<Principal<'_>>, ApiError> {
+    pub async fn check(&self, headers: &HeaderMap) -> Result<Option<Principal<'_>>, ApiError> {
         if self.keys.is_empty() {
             return Ok(None);
         }
@@ -78,18 +85,40 @@ impl Auth {
             }
         }
         let key = found.ok_or(ApiError::InvalidApiKey)?;
-        if let Some(limiter) = &key.limiter {
-            if let Err(not_until) = limiter.check() {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                return Err(ApiError::KeyRateLimited {
-                    retry_after: wait.max(Duration::from_millis(1)),
-                });
-            }
+        if let Err(wait) = self.admit(key).await {
+            return Err(ApiError::KeyRateLimited {
+                retry_after: wait.max(Duration::from_millis(1)),
+            });
         }
         Ok(Some(Principal {
             name: &key.name,
             routes: key.routes.as_deref(),
         }))
+    }
+}
+
+impl Auth {
+    /// One request against `key`'s `rpm`: counted in Redis with `[cluster]`,
+    /// locally without it or while Redis is away.
+    async fn admit(&self, key: &Key) -> Result<(), Duration> {
+        let (Some(rpm), Some(limiter)) = (key.rpm, &key.limiter) else {
+            return Ok(());
+        };
+        if let Some(cluster) = &self.cluster {
+            let per_minute = u64::from(rpm.get());
+            let limit = Limit {
+                key: cluster.key("limit", &["key", &key.name]),
+                per_minute,
+                burst: per_minute,
+                cost: 1,
+            };
+            if let Some(verdict) = cluster.admit(&[limit]).await {
+                return verdict;
+            }
+        }
+        limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
 
@@ -130,34 +159,37 @@ mod tests {
         h
     }
 
-    #[test]
-    fn accepts_bearer_and_x_api_key_and_rejects_others() {
-        let auth = Auth::new(&[key(None, None)]);
+    #[tokio::test]
+    async fn accepts_bearer_and_x_api_key_and_rejects_others() {
+        let auth = Auth::new(&[key(None, None)], None);
         assert!(auth
             .check(&headers("authorization", "Bearer sk-team-a"))
+            .await
             .unwrap()
             .is_some());
         assert!(auth
             .check(&headers("x-api-key", "sk-team-a"))
+            .await
             .unwrap()
             .is_some());
         assert!(matches!(
-            auth.check(&headers("authorization", "Bearer sk-team-b")),
+            auth.check(&headers("authorization", "Bearer sk-team-b"))
+                .await,
             Err(ApiError::InvalidApiKey)
         ));
         assert!(matches!(
-            auth.check(&HeaderMap::new()),
+            auth.check(&HeaderMap::new()).await,
             Err(ApiError::InvalidApiKey)
         ));
     }
 
-    #[test]
-    fn limits_each_key_to_its_rpm_with_a_retry_hint() {
-        let auth = Auth::new(&[key(Some(2), None)]);
+    #[tokio::test]
+    async fn limits_each_key_to_its_rpm_with_a_retry_hint() {
+        let auth = Auth::new(&[key(Some(2), None)], None);
         let h = headers("x-api-key", "sk-team-a");
-        assert!(auth.check(&h).is_ok());
-        assert!(auth.check(&h).is_ok());
-        match auth.check(&h) {
+        assert!(auth.check(&h).await.is_ok());
+        assert!(auth.check(&h).await.is_ok());
+        match auth.check(&h).await {
             Err(ApiError::KeyRateLimited { retry_after }) => {
                 assert!(retry_after <= Duration::from_secs(30))
             }
@@ -165,11 +197,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn allowlist_admits_only_listed_routes() {
-        let auth = Auth::new(&[key(None, Some(vec!["default"]))]);
+    #[tokio::test]
+    async fn allowlist_admits_only_listed_routes() {
+        let auth = Auth::new(&[key(None, Some(vec!["default"]))], None);
         let p = auth
             .check(&headers("x-api-key", "sk-team-a"))
+            .await
             .unwrap()
             .unwrap();
         assert!(p.may_use("default"));

@@ -27,6 +27,7 @@
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -196,6 +196,17 @@ impl Metrics {
         }
     }
 
+    /// `hermes_cluster_redis_up`, registered only by a replica with `[cluster]`
+    /// (SPEC: absent without it).
+    pub fn cluster_up(&self) -> IntGauge {
+        let gauge = IntGauge::new(
+            "hermes_cluster_redis_up",
+            "1 while Redis answers this replica, 0 while it goes on with local state",
+        )
+        .expect("valid metric definition");
+        registered(&self.registry, gauge)
+    }
+
     /// Creates every bounded series a config implies at 0, so each documented
     /// metric family is on /metrics before its first event (and rates start from 0).
     pub fn register_series(&self, config: &crate::config::Config) {

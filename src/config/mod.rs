@@ -76,6 +76,9 @@ pub struct Config {
     pub agent: Agent,
     pub store: Store,
     pub compression: Compression,
+    /// `[cluster]`: None without the table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
     /// Non-fatal findings, formatted `path:line: message` (e.g. a provider
     /// disabled because its key variable is unset).
     #[serde(skip)]
@@ -318,6 +321,20 @@ pub struct Store {
     /// A stored response is forgotten this long after it was made.
     #[serde(serialize_with = "show::duration")]
     pub ttl: Duration,
+}
+
+/// `[cluster]`: several replicas share their state through Redis.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub redis_url_env: String,
+    /// The URL (it may hold a password), None when the variable is unset.
+    #[serde(skip)]
+    pub redis_url: Option<Secret>,
+    /// Every key this deployment writes starts with `{prefix}:`.
+    pub prefix: String,
+    /// A Redis call that takes longer counts as Redis being down.
+    #[serde(serialize_with = "show::duration")]
+    pub timeout: Duration,
 }
 
 impl Config {

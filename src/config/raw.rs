@@ -30,6 +30,7 @@ section! {
         agent: RawAgent,
         store: RawStore,
         compression: RawCompression,
+        cluster: RawCluster,
     }
 }
 
@@ -148,6 +149,15 @@ section! {
         path: NonEmpty,
         max_responses: u32,
         ttl: NonZero,
+    }
+}
+
+section! {
+    /// `[cluster]`
+    pub(super) struct RawCluster {
+        redis_url_env: EnvVar => "\"HERMES_REDIS_URL\"",
+        prefix: NonEmpty,
+        timeout: NonZero,
     }
 }
 

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use super::error::{Place, Report};
 use super::raw::{
-    RawAgent, RawClientKey, RawCompression, RawConfig, RawDefaults, RawMock, RawProvider, RawRoute,
-    RawServer, RawStore, RawTarget, TARGETS_EXAMPLE,
+    RawAgent, RawClientKey, RawCluster, RawCompression, RawConfig, RawDefaults, RawMock,
+    RawProvider, RawRoute, RawServer, RawStore, RawTarget, TARGETS_EXAMPLE,
 };
 use super::read::{closest, Field};
 use super::{
-    Agent, ClientKey, Compression, CompressionSettings, Config, Defaults, MockSettings, Provider,
-    ProviderKind, Route, Secret, Server, Store, Strategy, Target, DEFAULT_LISTEN,
+    Agent, ClientKey, Cluster, Compression, CompressionSettings, Config, Defaults, MockSettings,
+    Provider, ProviderKind, Route, Secret, Server, Store, Strategy, Target, DEFAULT_LISTEN,
 };
 
 const DEFAULT_MAX_BODY_BYTES: usize = 10_485_760;
@@ -29,6 +29,8 @@ const DEFAULT_WORKSPACE: &str = "./workspace";
 const DEFAULT_STORE_PATH: &str = "./data/hermes.db";
 const DEFAULT_MAX_RESPONSES: u32 = 10_000;
 const DEFAULT_STORE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_CLUSTER_PREFIX: &str = "hermes";
+const DEFAULT_CLUSTER_TIMEOUT: Duration = Duration::from_millis(50);
 const DEFAULT_MAX_STEPS: u32 = 12;
 const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const DEFAULT_TOOLS: &[&str] = &[
@@ -131,6 +133,7 @@ impl<'r, 'a> Checker<'r, 'a> {
             agent: self.agent(get(raw.agent).unwrap_or_default()),
             store: self.store(get(raw.store).unwrap_or_default()),
             compression: self.compression(get(raw.compression).unwrap_or_default()),
+            cluster: get(raw.cluster).and_then(|c| self.cluster(c)),
             warnings: Vec::new(),
         }
     }
@@ -527,6 +530,24 @@ impl<'r, 'a> Checker<'r, 'a> {
             max_responses: get(s.max_responses).unwrap_or(DEFAULT_MAX_RESPONSES),
             ttl: get(s.ttl).map_or(DEFAULT_STORE_TTL, |t| t.0),
         }
+    }
+
+    fn cluster(&mut self, c: RawCluster) -> Option<Cluster> {
+        let var = c.redis_url_env.as_ref()?;
+        let redis_url = self.read_env(&var.value.0);
+        if redis_url.is_none() {
+            let message = format!(
+                "[cluster] is off: {} is not set, so this replica keeps its state to itself",
+                var.value.0
+            );
+            self.cx.warn(var.line, message);
+        }
+        Some(Cluster {
+            redis_url_env: var.value.0.clone(),
+            redis_url,
+            prefix: get(c.prefix).map_or_else(|| DEFAULT_CLUSTER_PREFIX.to_string(), |p| p.0),
+            timeout: get(c.timeout).map_or(DEFAULT_CLUSTER_TIMEOUT, |t| t.0),
+        })
     }
 
     fn compression(&mut self, c: RawCompression) -> Compression {

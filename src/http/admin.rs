@@ -33,9 +33,9 @@ pub fn metrics(state: &State) -> Response<Body> {
     resp
 }
 
-pub fn models(state: &State, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+pub async fn models(state: &State, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
     let generation = state.current();
-    let principal = generation.auth.check(headers)?;
+    let principal = generation.auth.check(headers).await?;
     let data: Vec<_> = generation
         .routes
         .routes()
@@ -83,9 +83,13 @@ fn anthropic_model(mut model: serde_json::Value) -> serde_json::Value {
 
 /// `GET /v1/models/{id}`: one of the listed models; `id` may hold slashes
 /// (`provider/model`), sent as they are or percent-encoded.
-pub fn model(state: &State, headers: &HeaderMap, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn model(
+    state: &State,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     let generation = state.current();
-    let principal = generation.auth.check(headers)?;
+    let principal = generation.auth.check(headers).await?;
     let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
     let visible = |m: &String| principal.is_none_or(|p| p.may_see(m));
     let available = generation.routes.routes().available();

@@ -63,7 +63,7 @@ async fn create_inner(
 ) -> Result<Response<Body>, ApiError> {
     let started = Instant::now();
     let generation = state.current();
-    let principal = generation.auth.check(req.headers())?;
+    let principal = generation.auth.check(req.headers()).await?;
     let caller = caller(req.headers(), principal)?;
     let native_headers = passed_on(req.headers());
     let bytes = read_body(req, &generation.config.server).await?;
@@ -146,7 +146,7 @@ async fn count_inner(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let generation = state.current();
-    let principal = generation.auth.check(req.headers())?;
+    let principal = generation.auth.check(req.headers()).await?;
     let bytes = read_body(req, &generation.config.server).await?;
     let chat = ingress::parse_count(&bytes)?;
     let model = chat

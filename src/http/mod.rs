@@ -102,9 +102,9 @@ async fn dispatch(
         (&Method::GET, "/health") => return Ok(admin::health()),
         (&Method::GET, "/ready") => return Ok(admin::ready(state)),
         (&Method::GET, "/metrics") => return Ok(admin::metrics(state)),
-        (&Method::GET, "/v1/models") => return admin::models(state, req.headers()),
+        (&Method::GET, "/v1/models") => return admin::models(state, req.headers()).await,
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
-            return admin::model(state, req.headers(), &p["/v1/models/".len()..])
+            return admin::model(state, req.headers(), &p["/v1/models/".len()..]).await
         }
         (&Method::POST, "/admin/reload") => return admin::reload(state, req.headers()),
         (&Method::POST, "/v1/responses") => return responses::create(state, req, trace).await,

@@ -36,7 +36,7 @@ pub async fn forward(
 ) -> Result<Response<Body>, ApiError> {
     let started = Instant::now();
     let generation = state.current();
-    let principal = generation.auth.check(req.headers())?;
+    let principal = generation.auth.check(req.headers()).await?;
     let caller = caller(req.headers(), principal)?;
     let bytes = read_body(req, &generation.config.server).await?;
     let body = parse_request(&bytes, endpoint)?;

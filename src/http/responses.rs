@@ -35,7 +35,7 @@ pub async fn create(
 ) -> Result<Response<Body>, ApiError> {
     let started = Instant::now();
     let generation = state.current();
-    let principal = generation.auth.check(req.headers())?;
+    let principal = generation.auth.check(req.headers()).await?;
     let caller = caller(req.headers(), principal)?;
     let owner = caller.owner.clone();
     let bytes = read_body(req, &generation.config.server).await?;
@@ -169,7 +169,7 @@ pub async fn stored(
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let generation = state.current();
-    let principal = generation.auth.check(headers)?;
+    let principal = generation.auth.check(headers).await?;
     let owner = principal.map_or("", |p| p.name);
     let (id, items) = match rest.strip_suffix("/input_items") {
         Some(id) => (id, true),

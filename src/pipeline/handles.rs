@@ -8,6 +8,7 @@ use super::failover::balance::Latencies;
 use super::failover::cooldown::Cooldowns;
 use super::failover::limits::Limits;
 use super::reasoning::Remembered;
+use crate::cluster::{cooldowns, Cluster};
 use crate::metrics::Metrics;
 use crate::store::ResponseStore;
 use crate::upstream::Client;
@@ -30,15 +31,24 @@ pub struct Handles {
     pub store: Arc<dyn ResponseStore>,
     /// Each tool-call answer's reasoning, to give back to the clients that drop it.
     pub reasoning: Arc<Remembered>,
+    /// The other replicas, through Redis (`[cluster]`); None: this one runs alone.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Handles {
-    pub fn new(connect_timeout: Duration, store: Arc<dyn ResponseStore>) -> Self {
-        Handles {
+    /// The handles of one process. With a cluster, its cooldowns are shared
+    /// with the other replicas from here on.
+    pub fn new(
+        connect_timeout: Duration,
+        metrics: Metrics,
+        store: Arc<dyn ResponseStore>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Arc<Self> {
+        let handles = Arc::new(Handles {
             client: Client::new(connect_timeout),
-            metrics: Metrics::new(),
+            metrics,
             cooldowns: Cooldowns::default(),
-            limits: Arc::default(),
+            limits: Arc::new(Limits::new(cluster.clone())),
             latencies: Latencies::default(),
             windows: Windows::default(),
             summaries: moka::sync::Cache::builder()
@@ -47,7 +57,18 @@ impl Handles {
                 .build(),
             store,
             reasoning: Arc::default(),
+            cluster,
+        });
+        if let Some(cluster) = &handles.cluster {
+            let weak = Arc::downgrade(&handles);
+            let outbox = cooldowns::share(cluster.clone(), move |note| {
+                if let Some(handles) = weak.upgrade() {
+                    handles.cooldowns.adopt(&note, tokio::time::Instant::now());
+                }
+            });
+            handles.cooldowns.share_with(outbox);
         }
+        handles
     }
 
     /// An answer's real token usage: counted in metrics, and charged to the

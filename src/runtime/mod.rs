@@ -11,7 +11,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
+use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pipeline::service::{self, Layers};
 use crate::pipeline::{Handles, RouteTable};
 use crate::store::embedded::Embedded;
@@ -58,7 +60,10 @@ impl State {
         layers: Layers,
     ) -> Result<Arc<Self>, StoreError> {
         let store: Arc<dyn ResponseStore> = Arc::new(Embedded::open(&config.store)?);
-        let handles = Arc::new(Handles::new(config.defaults.connect_timeout, store));
+        let metrics = Metrics::new();
+        let cluster = (config.cluster.as_ref())
+            .and_then(|settings| Cluster::new(settings, metrics.cluster_up()));
+        let handles = Handles::new(config.defaults.connect_timeout, metrics, store, cluster);
         let first = generation(config, &handles, &layers);
         Ok(Arc::new(State {
             current: ArcSwap::from_pointee(first),
@@ -96,7 +101,7 @@ fn generation(config: Config, handles: &Arc<Handles>, layers: &Layers) -> Genera
     handles.metrics.register_series(&config);
     let routes = service::build(&config, handles, layers);
     Generation {
-        auth: Auth::new(&config.server.keys),
+        auth: Auth::new(&config.server.keys, handles.cluster.clone()),
         config: Arc::new(config),
         routes,
     }

@@ -7,11 +7,13 @@
 //! pruned of long-forgotten ones on every insert.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::cluster::cooldowns::Note;
 use crate::config::Defaults;
 
 /// A failed target's strikes are forgotten this long after its cooldown ended.
@@ -37,6 +39,22 @@ pub enum Reason {
     Failing,
 }
 
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::RateLimited => "rate_limited",
+            Reason::Exhausted => "exhausted",
+            Reason::Failing => "failing",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Reason::RateLimited, Reason::Exhausted, Reason::Failing]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     until: Instant,
@@ -47,6 +65,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Cooldowns {
     entries: Mutex<HashMap<(String, String), Entry>>,
+    /// With `[cluster]`: where each new cooldown goes to reach the other replicas.
+    outbox: OnceLock<mpsc::Sender<Note>>,
 }
 
 impl Cooldowns {
@@ -105,7 +125,42 @@ impl Cooldowns {
             entry.until = until;
             entry.reason = reason;
         }
-        entry.until.saturating_duration_since(now)
+        let left = entry.until.saturating_duration_since(now);
+        let reason = entry.reason;
+        drop(entries);
+        if let Some(outbox) = self.outbox.get() {
+            // Full: the other replicas miss this one, this replica still honours it.
+            let _ = outbox.try_send(Note::new(provider, model, reason.as_str(), left));
+        }
+        left
+    }
+
+    /// Sends every cooldown made from now on to `outbox` (see `cluster::cooldowns`).
+    pub fn share_with(&self, outbox: mpsc::Sender<Note>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    /// Another replica's cooldown: honoured here as if seen here, without
+    /// counting a strike (escalation stays with the replica that saw it).
+    pub fn adopt(&self, note: &Note, now: Instant) {
+        let Some(reason) = Reason::from_name(&note.reason) else {
+            return;
+        };
+        let Some(until) = now.checked_add(note.left()) else {
+            return;
+        };
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries
+            .entry((note.provider.clone(), note.model.clone()))
+            .or_insert(Entry {
+                until: now,
+                strikes: 0,
+                reason,
+            });
+        if until > entry.until {
+            entry.until = until;
+            entry.reason = reason;
+        }
     }
 
     /// A success: the target is healthy and its strikes are forgotten.

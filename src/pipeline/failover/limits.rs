@@ -17,6 +17,8 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::hooks::{AttemptHook, Ctx, Phase};
+use crate::cluster::gcra::Limit;
+use crate::cluster::Cluster;
 use crate::config::Provider;
 use crate::route::Target;
 use futures_util::future::BoxFuture;
@@ -24,21 +26,26 @@ use futures_util::future::BoxFuture;
 pub struct ProviderLimits {
     rpm: Option<DefaultDirectRateLimiter>,
     tpm: Option<DefaultDirectRateLimiter>,
+    settings: Settings,
+}
+
+/// A burst of a whole minute's budget at once would trip providers that
+/// enforce their per-minute limits over shorter windows: ten seconds' worth.
+fn burst(per_minute: u64) -> u64 {
+    (per_minute / 6).max(1)
 }
 
 impl ProviderLimits {
     fn new(rpm: Option<u32>, tpm: Option<u64>) -> Self {
-        // A burst of a whole minute's budget at once would trip providers
-        // that enforce their per-minute limits over shorter windows: allow
-        // ten seconds' worth.
         let per_minute = |n: u64| {
             let n = NonZeroU32::new(n.min(u64::from(u32::MAX)) as u32)?;
-            let burst = NonZeroU32::new(n.get() / 6).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(burst(u64::from(n.get())) as u32)?;
             Some(RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)))
         };
         ProviderLimits {
             rpm: rpm.and_then(|n| per_minute(u64::from(n))),
             tpm: tpm.and_then(per_minute),
+            settings: (rpm, tpm),
         }
     }
 
@@ -70,18 +77,64 @@ impl ProviderLimits {
     pub fn counts_tokens(&self) -> bool {
         self.tpm.is_some()
     }
+
+    /// The same limits for the cluster's shared GCRA (`cluster::gcra`), for
+    /// `requests` (0 or 1) and `tokens`.
+    fn shared(&self, cluster: &Cluster, provider: &str, requests: u64, tokens: u32) -> Vec<Limit> {
+        let (rpm, tpm) = self.settings;
+        let limit = |name: &str, per_minute: u64, cost: u64| Limit {
+            key: cluster.key("limit", &[provider, name]),
+            per_minute,
+            burst: burst(per_minute),
+            cost,
+        };
+        let mut limits = Vec::with_capacity(2);
+        if let Some(rpm) = rpm.filter(|_| requests > 0) {
+            limits.push(limit("rpm", u64::from(rpm), requests));
+        }
+        if let Some(tpm) = tpm.filter(|_| tokens > 0) {
+            limits.push(limit("tpm", tpm, u64::from(tokens)));
+        }
+        limits
+    }
 }
 
 /// A provider's (rpm, tpm): its limiters are replaced only when these change.
 type Settings = (Option<u32>, Option<u64>);
 
-/// Every provider's limiters, by name.
+/// Every provider's limiters, by name; with `[cluster]`, the shared ones
+/// first and these while Redis is away.
 #[derive(Default)]
 pub struct Limits {
     by_provider: Mutex<HashMap<String, (Settings, Arc<ProviderLimits>)>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Limits {
+    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
+        Limits {
+            by_provider: Mutex::default(),
+            cluster,
+        }
+    }
+
+    /// Takes one request and `tokens` from `provider`'s budget, or says how
+    /// long until there is room.
+    pub async fn admit(
+        &self,
+        provider: &str,
+        limits: &ProviderLimits,
+        tokens: u32,
+    ) -> Result<(), Duration> {
+        if let Some(cluster) = &self.cluster {
+            let shared = limits.shared(cluster, provider, 1, tokens);
+            if let Some(verdict) = cluster.admit(&shared).await {
+                return verdict;
+            }
+        }
+        limits.acquire(tokens)
+    }
+
     /// The provider's limiters, or None when it sets no limits. Limiters are
     /// made on first use and replaced only when the configured numbers change.
     pub fn get(&self, provider: &Provider) -> Option<Arc<ProviderLimits>> {
@@ -105,8 +158,17 @@ impl Limits {
     /// Charges `provider`'s token budget for tokens its estimate missed.
     pub fn charge(&self, provider: &str, extra_tokens: u32) {
         let map = self.by_provider.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, limits)) = map.get(provider) {
-            limits.charge(extra_tokens);
+        let Some((_, limits)) = map.get(provider) else {
+            return;
+        };
+        match &self.cluster {
+            Some(cluster) if cluster.is_up() && limits.counts_tokens() => {
+                let shared = limits.shared(cluster, provider, 0, extra_tokens);
+                let cluster = cluster.clone();
+                // Off the request's path: the answer is already on its way.
+                tokio::spawn(async move { cluster.admit(&shared).await });
+            }
+            _ => limits.charge(extra_tokens),
         }
     }
 }
@@ -141,7 +203,8 @@ impl AttemptHook for LimitsHook {
                     0
                 }
             });
-            let Err(wait) = limits.acquire(tokens) else {
+            let provider = &target.provider.name;
+            let Err(wait) = self.limits.admit(provider, &limits, tokens).await else {
                 return Phase::Go;
             };
             let waited = ctx.last

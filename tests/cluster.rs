@@ -1,0 +1,286 @@
+//! Several replicas as one: real `hermes-proxy` processes sharing a real
+//! `redis-server` (started here on a free loopback port), in front of
+//! scripted mock upstreams whose request logs say what each replica did.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::cluster::{eventually, redis_available, write_config, Redis, Replica};
+use support::mock_upstream::{MockUpstream, Reply};
+use support::proxy::http;
+
+/// A routes.toml for replicas: route `main` over `upstreams` in order,
+/// `[cluster]` on `HERMES_REDIS_URL`, the store in `dir`; `extra` appended.
+fn config(dir: &std::path::Path, upstreams: &[(&str, &str)], extra: &str) -> String {
+    let mut toml = String::from(
+        "[defaults]\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"\n\n\
+         [cluster]\nredis_url_env = \"HERMES_REDIS_URL\"\n\n",
+    );
+    toml.push_str(&format!(
+        "[store]\npath = \"{}\"\n\n",
+        dir.join(format!("{}.db", rand_name())).display()
+    ));
+    for (name, url) in upstreams {
+        toml.push_str(&format!(
+            "[providers.{name}]\nkind = \"openai\"\nbase_url = \"{url}\"\n\n"
+        ));
+    }
+    toml.push_str("[routes.main]\ntargets = [\n");
+    for (name, _) in upstreams {
+        toml.push_str(&format!(
+            "  {{ provider = \"{name}\", model = \"{name}-model\" }},\n"
+        ));
+    }
+    toml.push_str("]\n");
+    toml.push_str(extra);
+    toml
+}
+
+fn rand_name() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "r{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// `n` replicas of one config, each with its own store file.
+fn replicas(
+    n: usize,
+    dir: &tempfile::TempDir,
+    redis: &Redis,
+    text: impl Fn() -> String,
+    env: &[(&str, &str)],
+) -> Vec<Replica> {
+    let url = redis.url();
+    let mut env: Vec<(&str, &str)> = env.to_vec();
+    env.push(("HERMES_REDIS_URL", &url));
+    (0..n)
+        .map(|_| {
+            let path = write_config(dir.path(), &format!("{}.toml", rand_name()), &text());
+            Replica::start(&path, &env)
+        })
+        .collect()
+}
+
+async fn chat(replica: &Replica, key: Option<&str>) -> (u16, Value) {
+    let mut req = http()
+        .post(replica.url("/v1/chat/completions"))
+        .json(&json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]}));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_429_through_one_replica_keeps_the_others_off_that_provider() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let (first, second) = (MockUpstream::start().await, MockUpstream::start().await);
+    let limited = json!({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}});
+    first.push(Reply::json(429, limited).header("retry-after", "30"));
+    first.set_default(Reply::chat("from first"));
+    second.set_default(Reply::chat("from second"));
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = [("first", first.base_url()), ("second", second.base_url())];
+    let ups: Vec<(&str, &str)> = upstreams.iter().map(|(n, u)| (*n, u.as_str())).collect();
+    let r = replicas(3, &dir, &redis, || config(dir.path(), &ups, ""), &[]);
+
+    let (status, body) = chat(&r[0], None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "from second");
+    assert_eq!(first.request_count(), 1);
+
+    // B and C hear of it (their own cooldown gauge says so) ...
+    for replica in &r[1..] {
+        eventually(
+            Duration::from_secs(2),
+            "the cooldown reached a replica",
+            || async {
+                replica
+                    .metrics()
+                    .await
+                    .contains("hermes_provider_cooldown{provider=\"first\"} 1")
+            },
+        )
+        .await;
+    }
+    // ... and stay off `first`: its log still holds the one 429'd request.
+    for replica in &r[1..] {
+        let (status, body) = chat(replica, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["choices"][0]["message"]["content"], "from second");
+    }
+    assert_eq!(
+        first.request_count(),
+        1,
+        "B or C went to the cooling provider"
+    );
+    assert_eq!(second.request_count(), 3);
+
+    // A replica that starts later reads the cooldowns already in Redis.
+    let late = replicas(1, &dir, &redis, || config(dir.path(), &ups, ""), &[]);
+    eventually(
+        Duration::from_secs(2),
+        "a new replica read the cooldown",
+        || async {
+            late[0]
+                .metrics()
+                .await
+                .contains("hermes_provider_cooldown{provider=\"first\"} 1")
+        },
+    )
+    .await;
+    let (_, body) = chat(&late[0], None).await;
+    assert_eq!(body["choices"][0]["message"]["content"], "from second");
+    assert_eq!(first.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_per_key_limit_across_two_replicas_admits_it_once_in_total() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = up.base_url();
+    let keys = "[server]\n[[server.keys]]\nname = \"team\"\nkey_env = \"TEAM_KEY\"\nrpm = 4\n";
+    let r = replicas(
+        2,
+        &dir,
+        &redis,
+        || config(dir.path(), &[("only", &url)], keys),
+        &[("TEAM_KEY", "sk-team")],
+    );
+    let mut admitted = 0;
+    let mut limited = 0;
+    for i in 0..8 {
+        let (status, body) = chat(&r[i % 2], Some("sk-team")).await;
+        match status {
+            200 => admitted += 1,
+            429 => {
+                assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    // One replica alone would admit 4; two without Redis would admit 8.
+    assert_eq!((admitted, limited), (4, 4));
+    assert_eq!(up.request_count(), 4);
+}
+
+#[tokio::test]
+async fn a_provider_rpm_is_one_budget_for_all_replicas() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = up.base_url();
+    // rpm 12: a burst of 2, then one every 5 s; waiting is not allowed.
+    let text = || {
+        config(dir.path(), &[("only", &url)], "")
+            .replace("[defaults]\n", "[defaults]\nmax_retry_wait = \"1ms\"\n")
+            .replace("kind = \"openai\"\n", "kind = \"openai\"\nrpm = 12\n")
+    };
+    let r = replicas(2, &dir, &redis, text, &[]);
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(chat(&r[i % 2], None).await.0);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
+async fn redis_killed_mid_load_fails_no_request_and_sharing_resumes_after_restart() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = up.base_url();
+    let keys = "[server]\n[[server.keys]]\nname = \"team\"\nkey_env = \"TEAM_KEY\"\nrpm = 100000\n";
+    let r = replicas(
+        2,
+        &dir,
+        &redis,
+        || config(dir.path(), &[("only", &url)], keys),
+        &[("TEAM_KEY", "sk-team")],
+    );
+    for replica in &r {
+        eventually(Duration::from_secs(3), "redis up on a replica", || async {
+            replica.metric("hermes_cluster_redis_up").await == Some(1.0)
+        })
+        .await;
+    }
+
+    // Load from four clients while Redis dies under it.
+    let load = |n: usize| {
+        let r = &r;
+        async move {
+            let clients = (0..4).map(|c| async move {
+                let mut failed = Vec::new();
+                for i in 0..n {
+                    let (status, body) = chat(&r[(c + i) % 2], Some("sk-team")).await;
+                    if status != 200 {
+                        failed.push(format!("{status} {body}"));
+                    }
+                }
+                failed
+            });
+            futures_util::future::join_all(clients).await.concat()
+        }
+    };
+    let (failed, ()) = tokio::join!(load(60), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        redis.kill();
+    });
+    assert_eq!(failed, Vec::<String>::new());
+    for replica in &r {
+        eventually(
+            Duration::from_secs(3),
+            "redis down on a replica",
+            || async { replica.metric("hermes_cluster_redis_up").await == Some(0.0) },
+        )
+        .await;
+        assert_eq!(replica.logged("redis is unreachable"), 1, "logged once");
+    }
+    assert_eq!(load(10).await, Vec::<String>::new());
+
+    redis.restart();
+    for replica in &r {
+        eventually(
+            Duration::from_secs(5),
+            "redis up again on a replica",
+            || async { replica.metric("hermes_cluster_redis_up").await == Some(1.0) },
+        )
+        .await;
+    }
+    // Sharing again: a key limit counted in the fresh Redis.
+    assert_eq!(load(5).await, Vec::<String>::new());
+    let counted = redis.command(&["KEYS", "hermes:limit:key:team"]);
+    assert!(counted.contains("hermes:limit:key:team"), "{counted}");
+    // Secrets stay out of the log (the URL has no password here, but the
+    // key does: it must never be written).
+    for replica in &r {
+        assert_eq!(replica.logged("sk-team"), 0);
+    }
+}
