@@ -232,7 +232,11 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Watches the config file's directory (a rename-swap save replaces the
 /// file's inode, so watching the file itself would go deaf after the first
 /// save) and reloads when the file's content changed and has settled.
-/// Returns the watcher, which stops watching when dropped.
+/// A config that is a symlink into its own directory is followed one step:
+/// Kubernetes mounts a ConfigMap as `routes.toml -> ..data/routes.toml` and
+/// updates it by renaming a new `..data` link into place, an event that
+/// never names `routes.toml`. Returns the watcher, which stops watching when
+/// dropped.
 pub fn watch(state: Arc<State>) -> notify::Result<Option<notify::RecommendedWatcher>> {
     watch_every(state, DEBOUNCE)
 }
@@ -252,15 +256,19 @@ pub fn watch_every(
         _ => PathBuf::from("."),
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let config = path.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
             return;
         }
+        let Some(name) = file_name.as_deref() else {
+            return;
+        };
         if event
             .paths
             .iter()
-            .any(|p| p.file_name() == file_name.as_deref())
+            .any(|p| p.file_name() == Some(name) || leads_to(&config, p))
         {
             let _ = tx.send(());
         }
@@ -289,6 +297,23 @@ pub fn watch_every(
         }
     });
     Ok(Some(watcher))
+}
+
+/// Whether `changed`, an entry of the config's directory, is the first step
+/// of the config's symlink (`..data` for `routes.toml -> ..data/routes.toml`):
+/// replacing it changes what the config path reads. Read at each event, as
+/// the link itself may have been replaced.
+fn leads_to(config: &Path, changed: &Path) -> bool {
+    let Ok(target) = std::fs::read_link(config) else {
+        return false;
+    };
+    let first = target
+        .components()
+        .find(|c| !matches!(c, std::path::Component::CurDir));
+    match (first, changed.file_name()) {
+        (Some(std::path::Component::Normal(step)), Some(name)) => step == name,
+        _ => false,
+    }
 }
 
 /// The file's content once it has stopped changing: the same bytes at both

@@ -22,6 +22,7 @@ mod metrics;
 mod probe;
 mod reasoning;
 mod reload;
+mod reload_configmap;
 mod reload_settle;
 mod responses;
 mod route_layer;
