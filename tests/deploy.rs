@@ -94,41 +94,12 @@ fn run_check(text: &str) -> (bool, String) {
     (out.status.success(), said)
 }
 
-/// `hermes-proxy check` accepts `text`. The `[cluster]` table lands in the
-/// parser with issue 16's Redis work; a binary that does not know it yet is
-/// given the file without that table (and the test says so).
+/// `hermes-proxy check` accepts `text`, `[cluster]` table included.
 fn assert_config_valid(text: &str, label: &str) {
-    let probe = "[providers.demo]\nkind = \"mock\"\n[routes.default]\n\
-                 targets = [{ provider = \"demo\", model = \"demo\" }]\n\
-                 [cluster]\nredis_url_env = \"HERMES_REDIS_URL\"\n";
-    let text = match run_check(probe) {
-        (true, _) => text.to_owned(),
-        (false, said) if said.contains("unknown key `cluster` at the top level") => {
-            println!(
-                "{label}: this build does not parse [cluster] yet: checked without that table"
-            );
-            without_table(text, "[cluster]")
-        }
-        (false, said) => panic!("hermes-proxy check rejects a minimal [cluster] table:\n{said}"),
-    };
-    let (ok, said) = run_check(&text);
+    assert!(text.contains("[cluster]"), "{label}: replicas share state through [cluster]");
+    let (ok, said) = run_check(text);
     assert!(ok, "hermes-proxy check rejects {label}:\n{said}");
     assert!(said.contains(": ok ("), "{label}: {said}");
-}
-
-fn without_table(text: &str, header: &str) -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in text.lines() {
-        if line.starts_with('[') {
-            skipping = line.trim() == header;
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 // ------------------------------------------------------------------ Dockerfile
