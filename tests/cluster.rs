@@ -274,13 +274,92 @@ async fn redis_killed_mid_load_fails_no_request_and_sharing_resumes_after_restar
         )
         .await;
     }
-    // Sharing again: a key limit counted in the fresh Redis.
+    // Sharing again: the key's limit is counted in the fresh Redis (its
+    // GCRA key lives for milliseconds at this rpm: count the script's runs).
     assert_eq!(load(5).await, Vec::<String>::new());
-    let counted = redis.command(&["KEYS", "hermes:limit:key:team"]);
-    assert!(counted.contains("hermes:limit:key:team"), "{counted}");
+    let stats = redis.command(&["INFO", "commandstats"]);
+    let runs: u64 = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(runs >= 20, "{stats}");
     // Secrets stay out of the log (the URL has no password here, but the
     // key does: it must never be written).
     for replica in &r {
         assert_eq!(replica.logged("sk-team"), 0);
     }
+}
+
+/// The cluster of one process, straight from the library.
+fn cluster_on(url: &str, prefix: &str) -> std::sync::Arc<hermes_proxy::cluster::Cluster> {
+    let settings = hermes_proxy::config::Cluster {
+        redis_url_env: "HERMES_REDIS_URL".into(),
+        redis_url: Some(hermes_proxy::config::Secret::new(url.into())),
+        prefix: prefix.into(),
+        timeout: Duration::from_millis(50),
+    };
+    let gauge = prometheus::IntGauge::new("up", "test").unwrap();
+    hermes_proxy::cluster::Cluster::new(&settings, gauge).unwrap()
+}
+
+#[tokio::test]
+async fn the_shared_gcra_admits_a_burst_then_says_how_long_to_wait() {
+    use hermes_proxy::cluster::gcra::Limit;
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let a = cluster_on(&redis.url(), "t");
+    let b = cluster_on(&redis.url(), "t");
+    let limit = |cost: u64| Limit {
+        key: a.key("limit", &["p", "rpm"]),
+        per_minute: 60,
+        burst: 3,
+        cost,
+    };
+    // Two replicas draw on one budget of 3.
+    for c in [&a, &b, &a] {
+        assert_eq!(c.admit(&[limit(1)]).await, Some(Ok(())));
+    }
+    let wait = b.admit(&[limit(1)]).await.unwrap().unwrap_err();
+    assert!(
+        wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+    // Larger than the whole burst: let through rather than refused forever.
+    assert_eq!(a.admit(&[limit(10)]).await, Some(Ok(())));
+    // All or nothing: a refused pair charges neither.
+    let other = Limit {
+        key: a.key("limit", &["p", "tpm"]),
+        per_minute: 600,
+        burst: 100,
+        cost: 50,
+    };
+    assert!(a.admit(&[other.clone(), limit(1)]).await.unwrap().is_err());
+    let other = std::slice::from_ref(&other);
+    assert_eq!(a.admit(other).await, Some(Ok(())));
+    assert_eq!(a.admit(other).await, Some(Ok(())));
+    assert!(a.admit(other).await.unwrap().is_err());
+    // Names with colons stay apart, and the prefix is on every key.
+    assert_eq!(
+        a.key("cooldown", &["local", "qwen3:8b"]),
+        "t:cooldown:local:qwen3%3A8b"
+    );
+    assert_ne!(a.key("x", &["a:b", "c"]), a.key("x", &["a", "b:c"]));
+
+    // Redis gone: no verdict (the caller counts locally), and no waiting.
+    redis.kill();
+    let started = std::time::Instant::now();
+    assert_eq!(a.admit(&[limit(1)]).await, None);
+    assert_eq!(a.admit(&[limit(1)]).await, None);
+    assert!(!a.is_up());
+    assert!(started.elapsed() < Duration::from_secs(2));
 }

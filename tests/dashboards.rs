@@ -65,6 +65,7 @@ fn exported_families() -> BTreeMap<String, String> {
     m.agent_steps.with_label_values(&["r"]).observe(3.0);
     m.store_write_failures.inc();
     m.reasoning_roundtrip.with_label_values(&["restored"]).inc();
+    m.cluster_up().set(1);
     let text = String::from_utf8(m.render()).unwrap();
     let families: BTreeMap<String, String> = text
         .lines()
@@ -77,8 +78,8 @@ fn exported_families() -> BTreeMap<String, String> {
     // A family that did not render would make every query on it look invalid.
     assert_eq!(
         families.len(),
-        17,
-        "expected the 15 SPEC families, hermes_store_write_failures_total and hermes_reasoning_roundtrip_total, got {families:?}"
+        18,
+        "expected the 16 SPEC families, hermes_store_write_failures_total and hermes_reasoning_roundtrip_total, got {families:?}"
     );
     families
 }

@@ -96,7 +96,10 @@ fn run_check(text: &str) -> (bool, String) {
 
 /// `hermes-proxy check` accepts `text`, `[cluster]` table included.
 fn assert_config_valid(text: &str, label: &str) {
-    assert!(text.contains("[cluster]"), "{label}: replicas share state through [cluster]");
+    assert!(
+        text.contains("[cluster]"),
+        "{label}: replicas share state through [cluster]"
+    );
     let (ok, said) = run_check(text);
     assert!(ok, "hermes-proxy check rejects {label}:\n{said}");
     assert!(said.contains(": ok ("), "{label}: {said}");

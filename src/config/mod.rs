@@ -324,7 +324,7 @@ pub struct Store {
 }
 
 /// `[cluster]`: several replicas share their state through Redis.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cluster {
     pub redis_url_env: String,
     /// The URL (it may hold a password), None when the variable is unset.

@@ -636,4 +636,5 @@ fn wrong_shapes_are_reported_once_each() {
     assert!(messages.contains(&"unknown provider `a` in target 2 of [routes.r]"));
 }
 
+mod cluster;
 mod limits;

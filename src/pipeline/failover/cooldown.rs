@@ -281,6 +281,61 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn another_replicas_cooldown_is_honoured_without_a_strike() {
+        let c = Cooldowns::default();
+        let now = Instant::now();
+        let note = Note::new("kimi", "k2", "rate_limited", Duration::from_secs(20));
+        c.adopt(&note, now);
+        assert_eq!(
+            c.remaining("kimi", "k2", now),
+            Some((Duration::from_secs(20), Reason::RateLimited))
+        );
+        // A shorter one heard later does not cut it; an unknown reason is ignored.
+        c.adopt(
+            &Note::new("kimi", "k2", "exhausted", Duration::from_secs(5)),
+            now,
+        );
+        c.adopt(
+            &Note::new("kimi", "k3", "bored", Duration::from_secs(5)),
+            now,
+        );
+        assert_eq!(
+            c.remaining("kimi", "k2", now).unwrap().0,
+            Duration::from_secs(20)
+        );
+        assert_eq!(c.remaining("kimi", "k3", now), None);
+        // Escalation starts from this replica's own strikes: the first local
+        // rate limit without a hint is the base, not a doubling.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let now = Instant::now();
+        assert_eq!(c.remaining("kimi", "k2", now), None);
+        let left = c.cool("kimi", "k2", Reason::RateLimited, None, &d(), now);
+        assert_eq!(left, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_new_cooldown_is_sent_to_the_other_replicas() {
+        let c = Cooldowns::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        c.share_with(tx);
+        let now = Instant::now();
+        c.cool("p", "m", Reason::Exhausted, None, &d(), now);
+        let sent = rx.try_recv().unwrap();
+        assert_eq!(
+            (
+                sent.provider.as_str(),
+                sent.model.as_str(),
+                sent.reason.as_str()
+            ),
+            ("p", "m", "exhausted")
+        );
+        assert_eq!(sent.left(), Duration::from_secs(300));
+        // What comes from the others is not sent back.
+        c.adopt(&Note::new("q", "m", "failing", Duration::from_secs(9)), now);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn no_hint_cools_a_target_down_longer_than_max_cooldown() {
         let c = Cooldowns::default();
         let now = Instant::now();
