@@ -182,6 +182,11 @@ fn apply(state: &State, trigger: &str, loaded: Result<Config, Vec<String>>) -> O
                     config.store.path, old.config.store.path
                 ));
             }
+            if config.cluster != old.config.cluster {
+                warnings.push(
+                    "[cluster] changed: this takes a restart (still sharing as at start)".into(),
+                );
+            }
             if config.defaults.connect_timeout != old.config.defaults.connect_timeout {
                 warnings.push(
                     "connect_timeout changed: this takes a restart (connection pools are kept)"

@@ -94,6 +94,27 @@ async fn admin_reload_applies_a_valid_change_and_reports_it() {
 }
 
 #[tokio::test]
+async fn settings_read_only_at_start_are_reported_as_needing_a_restart() {
+    let dir = ConfigDir::new(&config(&["alpha"]));
+    let proxy = Proxy::start_watching(&dir.path(), &[("ADMIN", ADMIN)]).await;
+    let moved = config(&["alpha"])
+        + "[store]\npath = \"elsewhere.db\"\n[cluster]\nredis_url_env = \"NO_SUCH_REDIS\"\n";
+    std::fs::write(dir.path(), moved).unwrap();
+    let v: Value = admin_reload(&proxy, Some(ADMIN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"], "success", "{v}");
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("[store] path changed"), "{v}");
+    assert!(
+        warnings.contains("[cluster] changed: this takes a restart"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_file_keeps_the_old_config_and_is_counted() {
     let dir = ConfigDir::new(&config(&["alpha"]));
     let proxy = Proxy::start_watching(&dir.path(), &[("ADMIN", ADMIN)]).await;
