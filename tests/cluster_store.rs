@@ -554,7 +554,20 @@ fn agent_route(workspace: &std::path::Path) -> (String, String) {
     )
 }
 
-/// A streamed reply calling one tool, with its reasoning.
+/// A whole reply calling one tool, with its reasoning.
+fn call(id: &str, name: &str, arguments: Value) -> Reply {
+    Reply::json(
+        200,
+        json!({"id": "chatcmpl-a", "object": "chat.completion", "created": 1, "model": "up-model",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": "", "reasoning_content": "I should look.",
+                "tool_calls": [{"id": id, "type": "function",
+                    "function": {"name": name, "arguments": arguments.to_string()}}]}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}),
+    )
+}
+
+/// The same, streamed.
 fn streamed_call(id: &str, name: &str, arguments: Value) -> Reply {
     let chunk = |delta: Value, finish: Value| {
         data_event(
@@ -604,16 +617,12 @@ async fn an_agent_session_and_its_memory_continue_on_the_other_replica() {
             .send()
     };
 
-    // Through A, streamed: a tool step, a note to memory, the answer.
+    // Through A, streamed: a tool step, then the answer. Redis holds the
+    // session's write: the stream ends only once it has landed.
     up.push(streamed_call(
         "call_1",
         "read_file",
         json!({"path": "notes.md"}),
-    ));
-    up.push(streamed_call(
-        "call_2",
-        "memory",
-        json!({"action": "add", "content": "prefers metric units"}),
     ));
     up.push(Reply::stream_text("It says ship it."));
     hold_writes(&redis, 300);
@@ -629,51 +638,72 @@ async fn an_agent_session_and_its_memory_continue_on_the_other_replica() {
     let events = sse_data(resp).await;
     assert_eq!(events.last().unwrap(), "[DONE]");
 
-    // Through B at once, only the new message: the session and the memory are there.
+    // Through B at once, only the new message: the session is there. The
+    // model notes something in memory on the way.
+    up.push(call(
+        "call_2",
+        "memory",
+        json!({"action": "add", "content": "prefers metric units"}),
+    ));
     up.push(Reply::chat("Yes."));
+    hold_writes(&redis, 300);
     let resp = chat(&b, json!([{"role": "user", "content": "sure?"}]), false)
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let sent = up.requests();
     assert_eq!(sent.len(), 4);
-    let last = &sent[3].body["messages"];
-    let roles: Vec<&str> = last
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
+    let roles = |body: &Value| -> Vec<String> {
+        body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap().to_owned())
+            .collect()
+    };
     assert_eq!(
-        roles,
+        roles(&sent[2].body),
+        ["system", "user", "assistant", "tool", "assistant", "user"]
+    );
+    let last = &sent[2].body["messages"];
+    assert_eq!(last[3]["content"], "ship it");
+    assert_eq!(last[4]["content"], "It says ship it.");
+
+    // Back through A: the session holds B's turn, and the memory B wrote
+    // (it is the key's, so another session has it too).
+    up.push(Reply::chat("Still yes."));
+    let resp = chat(&a, json!([{"role": "user", "content": "really?"}]), false)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = up.requests();
+    assert_eq!(
+        roles(&sent[4].body),
         [
             "system",
             "user",
             "assistant",
             "tool",
             "assistant",
+            "user",
+            "assistant",
             "tool",
             "assistant",
             "user"
-        ],
-        "{last}"
+        ]
     );
-    assert_eq!(last[3]["content"], "ship it");
-    assert_eq!(last[6]["content"], "It says ship it.");
-    let system = last[0]["content"].as_str().unwrap();
+    let system = sent[4].body["messages"][0]["content"].as_str().unwrap();
     assert!(system.contains("prefers metric units"), "{system}");
-
-    // Memory is the key's, not the session's: another session through B has it.
     up.push(Reply::chat("Metric."));
     let resp = http()
-        .post(b.url("/v1/chat/completions"))
+        .post(a.url("/v1/chat/completions"))
         .bearer_auth("sk-team")
         .json(&json!({"model": "main", "messages": [{"role": "user", "content": "units?"}]}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let system = up.requests()[4].body["messages"][0]["content"].clone();
+    let system = up.requests()[5].body["messages"][0]["content"].clone();
     assert!(
         system.as_str().unwrap().contains("prefers metric units"),
         "{system}"
