@@ -533,15 +533,15 @@ async fn a_response_made_through_one_replica_is_read_and_continued_through_anoth
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["error"]["code"], "previous_response_not_found");
 
-    // Deleted through A: gone through B too.
+    // Deleted through B: gone through A too, its own copy included.
     let resp = http()
-        .delete(a.url(&format!("/v1/responses/{id}")))
+        .delete(b.url(&format!("/v1/responses/{id}")))
         .bearer_auth("sk-team")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let (status, _) = get(&b, &format!("/v1/responses/{id}"), "sk-team").await;
+    let (status, _) = get(&a, &format!("/v1/responses/{id}"), "sk-team").await;
     assert_eq!(status, 404);
     assert_eq!(up.request_count(), 3);
 }
