@@ -392,8 +392,12 @@ async fn up_on(replica: &Replica) {
 }
 
 async fn post(replica: &Replica, path: &str, key: &str, body: Value) -> (u16, Value) {
+    post_to(replica.url(path), key, body).await
+}
+
+async fn post_to(url: String, key: &str, body: Value) -> (u16, Value) {
     let resp = http()
-        .post(replica.url(path))
+        .post(url)
         .bearer_auth(key)
         .json(&body)
         .send()
@@ -801,4 +805,153 @@ async fn two_deployments_with_different_prefixes_on_one_redis_do_not_see_each_ot
     let keys = redis.command(&["KEYS", "*"]);
     assert!(keys.contains("blue:response:resp_"), "{keys}");
     assert!(!keys.contains("green:response"), "{keys}");
+}
+
+#[tokio::test]
+async fn reasoning_kept_or_learned_by_one_replica_serves_the_others() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = replica_config(&up.base_url(), "", "", "");
+    let (a, b) = (
+        start_replica(dir.path(), &redis, &text),
+        start_replica(dir.path(), &redis, &text),
+    );
+    up_on(&a).await;
+    up_on(&b).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let ask = json!({"role": "user", "content": "Weather in Paris?"});
+    let chat = |replica: &Replica, messages: Value| {
+        post_to(
+            replica.url("/v1/chat/completions"),
+            "sk-team",
+            json!({"model": "main", "messages": messages, "tools": tools}),
+        )
+    };
+
+    // A keeps the reasoning of its tool-call answer ...
+    up.push(call("call_1", "get_weather", json!({"city": "Paris"})));
+    let (status, first) = chat(&a, json!([ask])).await;
+    assert_eq!(status, 200, "{first}");
+    eventually(Duration::from_secs(2), "A shared the reasoning", || async {
+        redis
+            .command(&["KEYS", "hermes:reasoning:*"])
+            .contains("hermes:reasoning:")
+    })
+    .await;
+    // ... and B puts it back when the client returns without it.
+    let mut turn = first["choices"][0]["message"].clone();
+    turn.as_object_mut().unwrap().remove("reasoning_content");
+    let result = json!({"role": "tool", "tool_call_id": "call_1", "content": "sunny"});
+    up.push(Reply::chat("Sunny."));
+    let (status, _) = chat(&b, json!([ask, turn, result])).await;
+    assert_eq!(status, 200);
+    let sent = up.requests();
+    assert_eq!(
+        sent[1].body["messages"][1]["reasoning_content"],
+        "I should look."
+    );
+
+    // A learns that the upstream wants reasoning back on every tool-call turn ...
+    up.require_reasoning_content();
+    let unknown = |id: &str| {
+        json!([ask, {"role": "assistant", "content": null, "tool_calls": [{"id": id,
+            "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": id, "content": "rain"}])
+    };
+    up.push(Reply::chat("Rain."));
+    let (status, _) = chat(&a, unknown("call_a")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        up.request_count(),
+        4,
+        "refused once, then sent with an empty one"
+    );
+    eventually(
+        Duration::from_secs(2),
+        "A shared what it learned",
+        || async {
+            redis
+                .command(&["SMEMBERS", "hermes:needs_reasoning"])
+                .contains("up-model")
+        },
+    )
+    .await;
+    // ... and a replica that starts now knows it from its first request.
+    let c = start_replica(dir.path(), &redis, &text);
+    up_on(&c).await;
+    up.push(Reply::chat("Rain."));
+    let (status, _) = chat(&c, unknown("call_c")).await;
+    assert_eq!(status, 200);
+    let sent = up.requests();
+    assert_eq!(sent.len(), 5, "C was refused first");
+    assert_eq!(sent[4].body["messages"][1]["reasoning_content"], "");
+}
+
+#[tokio::test]
+async fn a_summary_written_by_one_replica_is_reused_by_another() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let up = MockUpstream::start().await;
+    up.set_default(Reply::chat("All changes summarized."));
+    let summarizer = MockUpstream::start().await;
+    summarizer.set_default(Reply::chat(
+        "Goal: port the parser. Files read; changes pending.",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[providers.summ]\nkind = \"openai\"\nbase_url = \"{}\"\n\
+         [routes.summarize]\ntargets = [{{ provider = \"summ\", model = \"s\", context_window = 8192 }}]\n\
+         [compression]\nsummarizer = \"summarize\"\n",
+        summarizer.base_url()
+    );
+    let text = replica_config(&up.base_url(), "", "", &extra).replace(
+        "model = \"up-model\" }",
+        "model = \"up-model\", context_window = 8192 }",
+    );
+    let (a, b) = (
+        start_replica(dir.path(), &redis, &text),
+        start_replica(dir.path(), &redis, &text),
+    );
+    up_on(&a).await;
+    up_on(&b).await;
+    // A long agent conversation: only a summary of its middle fits 8k.
+    let mut conversation = vec![json!({"role": "system", "content": "You are a coding agent."})];
+    for i in 0..60 {
+        conversation.push(json!({"role": "user", "content": format!("Step {i}: go on.")}));
+        conversation.push(json!({"role": "assistant",
+            "content": format!("Read file {i}. {}", "It needs changes. ".repeat(40))}));
+    }
+    conversation.push(json!({"role": "user", "content": "Now summarize what changed."}));
+    let send = |replica: &Replica| {
+        post_to(
+            replica.url("/v1/chat/completions"),
+            "sk-team",
+            json!({"model": "main", "messages": conversation}),
+        )
+    };
+    let (status, body) = send(&a).await;
+    assert_eq!(status, 200, "{body}");
+    let written = summarizer.request_count();
+    assert!(written >= 1);
+    eventually(Duration::from_secs(2), "A shared the summary", || async {
+        redis
+            .command(&["KEYS", "hermes:summary:*"])
+            .contains("hermes:summary:")
+    })
+    .await;
+
+    let (status, body) = send(&b).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(summarizer.request_count(), written, "B summarized again");
+    let sent = up.requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].body["messages"], sent[0].body["messages"]);
+    assert!(sent[1].body["messages"].as_array().unwrap().len() < conversation.len());
 }

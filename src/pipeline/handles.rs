@@ -14,6 +14,10 @@ use crate::store::ResponseStore;
 use crate::upstream::Client;
 use crate::wire::usage::Usage;
 
+/// How long a conversation summary is kept unused (and, in Redis, after it
+/// was written).
+pub const SUMMARIES_KEPT_FOR: Duration = Duration::from_secs(3600);
+
 /// What outlives a config: the connection pool, cooldowns, limiters, latency
 /// estimates, learned windows, cached summaries and the store. A reload builds new
 /// routes over the same handles, so an unchanged provider keeps them all.
@@ -25,7 +29,8 @@ pub struct Handles {
     pub latencies: Latencies,
     pub windows: Windows,
     /// Conversation summaries by prefix key (see `compress`), so a growing
-    /// conversation is not summarized again on every turn.
+    /// conversation is not summarized again on every turn; with a cluster,
+    /// the first level over the replicas' shared ones.
     pub summaries: moka::sync::Cache<u64, String>,
     /// Stored responses, agent sessions and memory.
     pub store: Arc<dyn ResponseStore>,
@@ -53,10 +58,10 @@ impl Handles {
             windows: Windows::default(),
             summaries: moka::sync::Cache::builder()
                 .max_capacity(10_000)
-                .time_to_idle(Duration::from_secs(3600))
+                .time_to_idle(SUMMARIES_KEPT_FOR)
                 .build(),
             store,
-            reasoning: Arc::default(),
+            reasoning: Arc::new(Remembered::new(cluster.clone())),
             cluster,
         });
         if let Some(cluster) = &handles.cluster {

@@ -4,6 +4,9 @@
 //! plans them itself against the window of the summarizer's targets: a
 //! middle too long for one request goes in chunks, and summaries that are
 //! together still too long are merged by summarizing them in turn.
+//!
+//! Summaries are kept in `Handles::summaries` and, with a cluster, in Redis
+//! too: a replica that has not written one asks the others before writing it.
 
 use std::sync::Arc;
 
@@ -13,11 +16,14 @@ use tower::ServiceExt;
 
 use super::{count, usable, Summarizer};
 use crate::pipeline::exchange::{Exchange, RouteService, RouteTable};
+use crate::pipeline::handles::SUMMARIES_KEPT_FOR;
 use crate::pipeline::Handles;
 use crate::provider::Answer;
 use crate::route::Plan;
 use crate::wire::chat::Endpoint;
 
+/// Where replicas share summaries (a `Cluster` kind).
+const SHARED: &str = "summary";
 /// Summary output is capped at this many tokens.
 const SUMMARY_MAX_TOKENS: u32 = 1024;
 /// Rounds of summarizing summaries before the result is taken as it is.
@@ -38,6 +44,30 @@ pub struct RoutedSummarizer<'a> {
 impl Summarizer for RoutedSummarizer<'_> {
     fn cached(&self, key: u64) -> Option<String> {
         self.handles.summaries.get(&key)
+    }
+
+    async fn recall(&self, keys: &[u64]) {
+        let Some(cluster) = &self.handles.cluster else {
+            return;
+        };
+        let summaries = &self.handles.summaries;
+        let missing: Vec<u64> = keys
+            .iter()
+            .copied()
+            .filter(|key| !summaries.contains_key(key))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let names: Vec<String> = missing.iter().map(|key| format!("{key:016x}")).collect();
+        let Some(found) = cluster.recall(SHARED, &names).await else {
+            return;
+        };
+        for (key, summary) in missing.into_iter().zip(found) {
+            if let Some(summary) = summary {
+                summaries.insert(key, summary);
+            }
+        }
     }
 
     async fn summarize(
@@ -73,6 +103,10 @@ impl Summarizer for RoutedSummarizer<'_> {
             }
         };
         self.handles.summaries.insert(key, summary.clone());
+        if let Some(cluster) = &self.handles.cluster {
+            let name = format!("{key:016x}");
+            cluster.remember(SHARED, &name, summary.clone(), SUMMARIES_KEPT_FOR);
+        }
         Ok(summary)
     }
 }
