@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::compress::summarizer::SUMMARIES_KEPT_FOR;
 use super::compress::window::Windows;
 use super::failover::balance::Latencies;
 use super::failover::cooldown::Cooldowns;
@@ -13,10 +14,6 @@ use crate::metrics::Metrics;
 use crate::store::ResponseStore;
 use crate::upstream::Client;
 use crate::wire::usage::Usage;
-
-/// How long a conversation summary is kept unused (and, in Redis, after it
-/// was written).
-pub const SUMMARIES_KEPT_FOR: Duration = Duration::from_secs(3600);
 
 /// What outlives a config: the connection pool, cooldowns, limiters, latency
 /// estimates, learned windows, cached summaries and the store. A reload builds new

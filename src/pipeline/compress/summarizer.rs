@@ -9,6 +9,7 @@
 //! too: a replica that has not written one asks the others before writing it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -16,12 +17,14 @@ use tower::ServiceExt;
 
 use super::{count, usable, Summarizer};
 use crate::pipeline::exchange::{Exchange, RouteService, RouteTable};
-use crate::pipeline::handles::SUMMARIES_KEPT_FOR;
 use crate::pipeline::Handles;
 use crate::provider::Answer;
 use crate::route::Plan;
 use crate::wire::chat::Endpoint;
 
+/// How long a summary is kept unused (`Handles::summaries`), and in Redis
+/// after it was written.
+pub const SUMMARIES_KEPT_FOR: Duration = Duration::from_secs(3600);
 /// Where replicas share summaries (a `Cluster` kind).
 const SHARED: &str = "summary";
 /// Summary output is capped at this many tokens.
