@@ -43,11 +43,16 @@ fn unique() -> String {
 
 /// A replica's cluster handle on `url` under `prefix`.
 fn cluster(url: &str, prefix: &str) -> Arc<Cluster> {
+    cluster_within(url, prefix, Duration::from_millis(50))
+}
+
+/// The same with another `[cluster] timeout`.
+fn cluster_within(url: &str, prefix: &str, timeout: Duration) -> Arc<Cluster> {
     let settings = config::Cluster {
         redis_url_env: "HERMES_REDIS_URL".into(),
         redis_url: Some(Secret::new(url.into())),
         prefix: prefix.into(),
-        timeout: Duration::from_millis(50),
+        timeout,
     };
     let gauge = prometheus::IntGauge::new("up", "up").unwrap();
     Cluster::new(&settings, gauge).expect("a cluster")
@@ -247,13 +252,23 @@ async fn without_redis_a_replica_keeps_and_reads_its_own_and_a_redis_miss_falls_
     let mut redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     let ttl = Duration::from_secs(DAY);
-    let a = store(&cluster(&redis.url(), "hermes"), &dir, 100, ttl);
+    // Slow is not down here: Redis may hold a write for a while.
+    let a = store(
+        &cluster_within(&redis.url(), "hermes", Duration::from_secs(2)),
+        &dir,
+        100,
+        ttl,
+    );
     let b = store(&cluster(&redis.url(), "hermes"), &dir, 100, ttl);
 
-    // Read back before its writes are awaited: found.
+    // Read back while its Redis write is still held: Redis does not know
+    // it yet, the replica's own store does.
+    hold_writes(&redis, 300);
     let written = a.put(response("resp_early", "k", now()));
     assert!(a.get("k", "resp_early").await.unwrap().is_some());
+    assert_eq!(b.get("k", "resp_early").await.unwrap(), None);
     written.await.unwrap();
+    assert!(b.get("k", "resp_early").await.unwrap().is_some());
 
     redis.kill();
     let started = std::time::Instant::now();
