@@ -10,9 +10,15 @@
 //! - [`cooldowns`]: a cooldown or busy mark seen by one replica reaches the
 //!   others' local tables through pub/sub (no round trip on the hot path).
 //! - [`gcra`]: `rpm`/`tpm` limits as one GCRA per key, in a Lua script.
+//! - [`store`]: stored responses, agent sessions and memory, over each
+//!   replica's embedded store.
+//! - [`cache`]: a second level under local caches (conversation summaries,
+//!   the reasoning round trip), asked on a local miss.
 
+pub mod cache;
 pub mod cooldowns;
 pub mod gcra;
+pub mod store;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

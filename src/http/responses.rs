@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
@@ -80,6 +81,9 @@ pub async fn create(
         request: &request,
     };
     // What is stored once the answer is whole: the conversation so far.
+    // A store shared by replicas is written before the client hears the
+    // answer is complete, so its next request finds it on any replica;
+    // the embedded one is read back at once anyway, and not waited for.
     let keep = request.store().then(|| {
         let state = state.clone();
         let stored = StoredResponse {
@@ -89,12 +93,16 @@ pub async fn create(
             input: request.stored_input(&history),
             response: String::new(),
         };
-        move |response: String| {
-            let written = state
-                .handles
-                .store
-                .put(StoredResponse { response, ..stored });
-            tokio::spawn(async move { report(&state, written.await) });
+        move |response: String| -> Option<BoxFuture<'static, ()>> {
+            let store = &state.handles.store;
+            let written = store.put(StoredResponse { response, ..stored });
+            let shared = store.shared();
+            let reported = async move { report(&state, written.await) };
+            if shared {
+                return Some(Box::pin(reported));
+            }
+            tokio::spawn(reported);
+            None
         }
     });
     let served = sent.served;
@@ -113,15 +121,15 @@ pub async fn create(
             }
             let response = text(&response);
             let resp = json_text_response(StatusCode::OK, response.clone().into_bytes());
-            if let Some(keep) = keep {
-                keep(response);
+            if let Some(written) = keep.and_then(|keep| keep(response)) {
+                written.await;
             }
             resp
         }
         Answer::Stream { first, rest } => {
             let on_complete: OnComplete = match keep {
                 Some(keep) => Box::new(move |response: Value| keep(text(&response))),
-                None => Box::new(|_| {}),
+                None => Box::new(|_| None),
             };
             let stream = Streamed {
                 state,

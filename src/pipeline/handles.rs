@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::compress::summarizer::SUMMARIES_KEPT_FOR;
 use super::compress::window::Windows;
 use super::failover::balance::Latencies;
 use super::failover::cooldown::Cooldowns;
@@ -25,7 +26,8 @@ pub struct Handles {
     pub latencies: Latencies,
     pub windows: Windows,
     /// Conversation summaries by prefix key (see `compress`), so a growing
-    /// conversation is not summarized again on every turn.
+    /// conversation is not summarized again on every turn; with a cluster,
+    /// the first level over the replicas' shared ones.
     pub summaries: moka::sync::Cache<u64, String>,
     /// Stored responses, agent sessions and memory.
     pub store: Arc<dyn ResponseStore>,
@@ -53,10 +55,10 @@ impl Handles {
             windows: Windows::default(),
             summaries: moka::sync::Cache::builder()
                 .max_capacity(10_000)
-                .time_to_idle(Duration::from_secs(3600))
+                .time_to_idle(SUMMARIES_KEPT_FOR)
                 .build(),
             store,
-            reasoning: Arc::default(),
+            reasoning: Arc::new(Remembered::new(cluster.clone())),
             cluster,
         });
         if let Some(cluster) = &handles.cluster {

@@ -12,16 +12,23 @@
 //! without thinking for a Messages upstream. The same hook downgrades a
 //! forced `tool_choice` for a server that refuses one while thinking.
 //! `hermes_reasoning_roundtrip_total{path}` counts which way each turn went.
+//!
+//! Replicas (`[cluster]`) share both through Redis: what one kept is found
+//! by another on a local miss (one round trip for the request's turns), and
+//! what one learned reaches the others within [`LEARNED_SYNC`]. A local hit
+//! asks Redis nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Map, Value};
 
 use super::failover::hooks::{AttemptHook, Ctx, Phase};
+use crate::cluster::Cluster;
 use crate::config::ProviderKind;
 use crate::error::{ErrorKind, UpstreamError};
 use crate::provider::{Answer, Success};
@@ -35,6 +42,12 @@ const FIELDS: [&str; 3] = ["reasoning_content", "thinking_blocks", "reasoning_de
 const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
 /// At most this much reasoning text is kept (entries weigh their size).
 const MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// How often a replica reads what the others learned (when it is busy).
+pub const LEARNED_SYNC: Duration = Duration::from_secs(30);
+/// Where replicas keep kept reasoning and the learned sets (`Cluster` kinds).
+const SHARED: &str = "reasoning";
+const NEEDS_REASONING: &str = "needs_reasoning";
+const REFUSES_FORCED_TOOLS: &str = "refuses_forced_tools";
 
 /// What the proxy remembers across requests: each tool-call answer's
 /// reasoning, and which targets refuse what.
@@ -44,6 +57,13 @@ pub struct Remembered {
     /// `reasoning_content`, or refused a forced `tool_choice`.
     needs_reasoning: Learned,
     refuses_forced_tools: Learned,
+    /// The other replicas, if any: a second level under `kept`, and where
+    /// the learned sets are shared.
+    cluster: Option<Arc<Cluster>>,
+    /// Milliseconds after `born` when the learned sets were last read from
+    /// Redis (0: never).
+    synced: AtomicU64,
+    born: Instant,
 }
 
 /// Models by provider: looked up with borrowed names on every attempt, so
@@ -52,6 +72,13 @@ type Learned = Mutex<HashMap<String, HashSet<String>>>;
 
 impl Default for Remembered {
     fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Remembered {
+    /// What one replica remembers; with `cluster`, shared with the others.
+    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
         Remembered {
             kept: moka::sync::Cache::builder()
                 .max_capacity(MAX_BYTES)
@@ -63,11 +90,12 @@ impl Default for Remembered {
                 .build(),
             needs_reasoning: Mutex::default(),
             refuses_forced_tools: Mutex::default(),
+            cluster,
+            synced: AtomicU64::new(0),
+            born: Instant::now(),
         }
     }
-}
 
-impl Remembered {
     /// Keeps `message`'s reasoning under its tool calls, if it has both.
     pub fn keep(&self, owner: &str, message: &Value) {
         let Some(key) = key(owner, message) else {
@@ -76,15 +104,93 @@ impl Remembered {
         let fields: Map<String, Value> = FIELDS
             .iter()
             .filter_map(|f| {
-                let v = message.get(*f)?;
-                let empty = v.is_null()
-                    || v.as_str() == Some("")
-                    || v.as_array().is_some_and(Vec::is_empty);
-                (!empty).then(|| ((*f).to_owned(), v.clone()))
+                let v = message.get(*f).filter(|v| present(v))?;
+                Some(((*f).to_owned(), v.clone()))
             })
             .collect();
-        if !fields.is_empty() {
-            self.kept.insert(key, Arc::new(fields));
+        if fields.is_empty() {
+            return;
+        }
+        if let Some(cluster) = &self.cluster {
+            let text = serde_json::to_string(&fields).unwrap_or_default();
+            cluster.remember(SHARED, &format!("{key:016x}"), text, KEPT_FOR);
+        }
+        self.kept.insert(key, Arc::new(fields));
+    }
+
+    /// Asks the other replicas for the reasoning of `body`'s tool-call turns
+    /// that came back without any and that this one did not keep: one round
+    /// trip, and none when nothing is missing.
+    async fn recall(&self, owner: &str, body: &Map<String, Value>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let mut missing: Vec<u64> = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|m| m["role"] == "assistant" && !FIELDS.iter().any(|f| present(&m[*f])))
+            .filter_map(|m| key(owner, m))
+            .filter(|k| !self.kept.contains_key(k))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return;
+        }
+        let names: Vec<String> = missing.iter().map(|k| format!("{k:016x}")).collect();
+        let Some(found) = cluster.recall(SHARED, &names).await else {
+            return;
+        };
+        for (key, text) in missing.into_iter().zip(found) {
+            let fields = text.and_then(|t| serde_json::from_str::<Map<String, Value>>(&t).ok());
+            if let Some(fields) = fields.filter(|f| !f.is_empty()) {
+                self.kept.insert(key, Arc::new(fields));
+            }
+        }
+    }
+
+    /// Reads what the other replicas learned: on this replica's first
+    /// request (so it starts with what they know), then in the background
+    /// at most once per [`LEARNED_SYNC`].
+    async fn sync_learned(self: &Arc<Self>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let now = self.born.elapsed().as_millis() as u64 + 1;
+        let last = self.synced.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= LEARNED_SYNC.as_millis() as u64;
+        if !due
+            || self
+                .synced
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let pull = self.clone().pull(cluster.clone());
+        if last == 0 {
+            pull.await;
+        } else {
+            tokio::spawn(pull);
+        }
+    }
+
+    async fn pull(self: Arc<Self>, cluster: Arc<Cluster>) {
+        for (kind, set) in [
+            (NEEDS_REASONING, &self.needs_reasoning),
+            (REFUSES_FORCED_TOOLS, &self.refuses_forced_tools),
+        ] {
+            let Some(members) = cluster.members(kind).await else {
+                return;
+            };
+            let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+            for member in members {
+                if let Ok((provider, model)) = serde_json::from_str::<(String, String)>(&member) {
+                    set.entry(provider).or_default().insert(model);
+                }
+            }
         }
     }
 
@@ -116,12 +222,28 @@ impl Remembered {
             .is_some_and(|models| models.contains(&target.model))
     }
 
-    fn learn(set: &Learned, target: &Target) {
+    /// Learns that `target` needs reasoning back (`NEEDS_REASONING`) or
+    /// refuses a forced tool choice, and tells the other replicas.
+    fn learn(&self, kind: &str, target: &Target) {
+        let set = match kind {
+            NEEDS_REASONING => &self.needs_reasoning,
+            _ => &self.refuses_forced_tools,
+        };
         let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
-        set.entry(target.provider.name.clone())
+        let new = set
+            .entry(target.provider.name.clone())
             .or_default()
             .insert(target.model.clone());
+        if let Some(cluster) = self.cluster.as_ref().filter(|_| new) {
+            let member = serde_json::to_string(&(&target.provider.name, &target.model));
+            cluster.add_member(kind, member.unwrap_or_default(), KEPT_FOR);
+        }
     }
+}
+
+/// Whether a reasoning field holds something.
+fn present(v: &Value) -> bool {
+    !(v.is_null() || v.as_str() == Some("") || v.as_array().is_some_and(Vec::is_empty))
 }
 
 /// The key of an assistant message's tool calls: who asked, and each call's
@@ -274,10 +396,12 @@ impl AttemptHook for ReasoningHook {
     fn before<'a>(&'a self, ctx: &'a mut Ctx, target: &'a Target) -> BoxFuture<'a, Phase> {
         Box::pin(async move {
             let owner = Self::owner(ctx);
+            self.remembered.sync_learned().await;
             if ctx.state.get::<Restored>().is_none() {
                 ctx.state.insert(Restored);
                 if let Some(owner) = &owner {
                     let remembered = &self.remembered;
+                    remembered.recall(owner, &ctx.exchange.body).await;
                     let restored = assistant_calls(&mut ctx.exchange.body)
                         .map(|m| remembered.restore(owner, m))
                         .filter(|restored| *restored)
@@ -310,7 +434,7 @@ impl AttemptHook for ReasoningHook {
         Box::pin(async move {
             if says_reasoning_missing(err) && ctx.state.get::<FilledEmpty>().is_none() {
                 ctx.state.insert(FilledEmpty);
-                Remembered::learn(&self.remembered.needs_reasoning, target);
+                self.remembered.learn(NEEDS_REASONING, target);
                 let filled = fill_empty(&mut ctx.exchange.body);
                 self.count("empty", filled);
                 if filled > 0 {
@@ -319,7 +443,7 @@ impl AttemptHook for ReasoningHook {
             }
             if refuses_forced_tool(err) && ctx.state.get::<Downgraded>().is_none() {
                 ctx.state.insert(Downgraded);
-                Remembered::learn(&self.remembered.refuses_forced_tools, target);
+                self.remembered.learn(REFUSES_FORCED_TOOLS, target);
                 if downgrade_tool_choice(&mut ctx.exchange.body) {
                     self.count("tool_choice_downgraded", 1);
                     return Phase::Again;

@@ -361,6 +361,9 @@ impl Relay {
             return tx.send(events).await.map_err(|_| ());
         }
         let encoded = self.encoder.encode(events);
+        if let Some(settling) = self.encoder.settle() {
+            settling.await;
+        }
         if encoded.is_empty() {
             return Ok(());
         }

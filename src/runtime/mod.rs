@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
+use crate::cluster::store::SharedStore;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -59,10 +60,15 @@ impl State {
         source: Option<ConfigSource>,
         layers: Layers,
     ) -> Result<Arc<Self>, StoreError> {
-        let store: Arc<dyn ResponseStore> = Arc::new(Embedded::open(&config.store)?);
+        let local: Arc<dyn ResponseStore> = Arc::new(Embedded::open(&config.store)?);
         let metrics = Metrics::new();
         let cluster = (config.cluster.as_ref())
             .and_then(|settings| Cluster::new(settings, metrics.cluster_up()));
+        // Replicas share their store through Redis, over the embedded one.
+        let store: Arc<dyn ResponseStore> = match &cluster {
+            Some(cluster) => Arc::new(SharedStore::new(cluster.clone(), local, &config.store)),
+            None => local,
+        };
         let handles = Handles::new(config.defaults.connect_timeout, metrics, store, cluster);
         let first = generation(config, &handles, &layers);
         Ok(Arc::new(State {

@@ -1,7 +1,8 @@
 //! Stored responses: what `previous_response_id` continues from and what
 //! `GET /v1/responses/{id}` returns. Behind one small trait so the embedded
 //! file ([`embedded`]) and a shared backend for several replicas are
-//! interchangeable.
+//! interchangeable (`cluster::store` keeps them in Redis for several
+//! replicas).
 //!
 //! Beside responses it keeps the agent loop's records ([`Kind`]): sessions
 //! and memory notes, one text value per key.
@@ -92,6 +93,13 @@ pub trait ResponseStore: Send + Sync {
         key: &str,
         value: String,
     ) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Whether other replicas read what this store writes. Then a client's
+    /// next request may reach another replica, so a response's answer waits
+    /// for its `put` (the local one is seen at once either way).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// The agent loop's record kinds.

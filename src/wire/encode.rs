@@ -2,6 +2,7 @@
 //! dialect's encoder implements, and the chat one.
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 
 use super::agent::ToolEvent;
 use super::sse::{data, DONE};
@@ -16,6 +17,12 @@ pub trait StreamEncoder: Send {
     fn fail(&mut self, error: &serde_json::Value) -> Bytes;
     /// A built-in tool call of the agent loop started or ended.
     fn tool(&mut self, event: &ToolEvent) -> Bytes;
+    /// What must be done before the bytes `encode` just returned reach the
+    /// client (a stored response that the client's next request may read,
+    /// through any replica).
+    fn settle(&mut self) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// What one normalized chat chunk says, as the dialect encoders read it:

@@ -112,16 +112,16 @@ impl Conversation {
     /// Keeps the session: every message (`full` last, when the last reply
     /// is not in yet, with the reasoning the upstream needs back) and the
     /// transcript with `answer`, the assistant message as the client got it.
-    pub async fn close(mut self, full: Option<Value>, answer: Value) {
+    /// Once: the session is taken.
+    pub async fn close(&mut self, full: Option<Value>, answer: Value) {
         let Some(id) = self.session.take() else {
             return;
         };
-        self.messages.extend(full);
-        self.seen.push(answer);
-        let session = Session {
-            messages: self.messages,
-            seen: self.seen,
-        };
+        let mut messages = std::mem::take(&mut self.messages);
+        messages.extend(full);
+        let mut seen = std::mem::take(&mut self.seen);
+        seen.push(answer);
+        let session = Session { messages, seen };
         let text = serde_json::to_string(&session).unwrap_or_default();
         if let Err(e) = self.store.save(Kind::Session, &self.owner, &id, text).await {
             tracing::warn!("cannot keep agent session: {e}");

@@ -399,7 +399,7 @@ impl Loop {
                 attempts,
                 upstream_time,
                 compressed,
-                conversation,
+                mut conversation,
                 ..
             } = self;
             let mut seen = answer.clone();
@@ -508,7 +508,7 @@ impl Loop {
         let outcome = self.stream_steps(step, shown, &sink, include_usage).await;
         self.observe_steps();
         match outcome {
-            Ok((message, seen)) => self.conversation.close(message, seen).await,
+            Ok(()) => {}
             Err(Stop::Failed(error)) => sink.fail(error).await,
             Err(Stop::Gone) => {
                 tracing::info!(steps = self.steps, "client went away; agent loop stopped")
@@ -516,15 +516,16 @@ impl Loop {
         }
     }
 
-    /// Streams step after step until the loop is done: (the assistant
-    /// message still to append, the answer as the client saw it).
+    /// Streams step after step until the loop is done. The session is kept
+    /// before the stream's end, so the client's next turn finds it on any
+    /// replica.
     async fn stream_steps(
         &mut self,
         mut step: Step,
         shown: Map<String, Value>,
         sink: &Sink,
         include_usage: bool,
-    ) -> Result<(Option<Value>, Value), Stop> {
+    ) -> Result<(), Stop> {
         let mut text = String::new();
         let mut show = Some(shown).filter(|d| !d.is_empty());
         loop {
@@ -571,8 +572,9 @@ impl Loop {
                     seen["tool_calls"] = json_calls.clone().into();
                 }
                 let usage = include_usage.then(|| reply::usage_json(self.usage));
+                self.conversation.close(message, seen).await;
                 sink.finish(json_calls, &finish_reason, usage).await?;
-                return Ok((message, seen));
+                return Ok(());
             }
             let served = tokio::select! {
                 _ = sink.closed() => return Err(Stop::Gone),

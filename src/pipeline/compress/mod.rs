@@ -116,6 +116,11 @@ pub(crate) fn usable(window: u32) -> u32 {
 pub trait Summarizer {
     /// A summary written earlier for the messages with this key.
     fn cached(&self, key: u64) -> Option<String>;
+    /// Looks for the summaries of `keys` that `cached` does not have
+    /// elsewhere (the other replicas), so that `cached` has them next.
+    fn recall(&self, _keys: &[u64]) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
     /// Summarizes `middle` in about `limit` tokens; `key` identifies it for `cached`.
     fn summarize(
         &mut self,
@@ -178,12 +183,21 @@ pub async fn compress(
     if let Some(split) = split(&messages, recent_budget) {
         let keys = prefix_keys(&messages, split);
         // A summary of a prefix written for an earlier, shorter version of
-        // this conversation is reused while the rest still fits.
-        let reused = keys.iter().rev().find_map(|&(end, key)| {
-            let summary = summarizer.cached(key)?;
-            let next = with_summary(&messages, split.head, end, &summary);
-            fits_now(&next).then_some(next)
-        });
+        // this conversation is reused while the rest still fits; one that
+        // is not here may have been written by another replica.
+        let reuse = |summarizer: &dyn Fn(u64) -> Option<String>| {
+            keys.iter().rev().find_map(|&(end, key)| {
+                let summary = summarizer(key)?;
+                let next = with_summary(&messages, split.head, end, &summary);
+                fits_now(&next).then_some(next)
+            })
+        };
+        let mut reused = reuse(&|key| summarizer.cached(key));
+        if reused.is_none() && !keys.is_empty() {
+            let wanted: Vec<u64> = keys.iter().map(|&(_, key)| key).collect();
+            summarizer.recall(&wanted).await;
+            reused = reuse(&|key| summarizer.cached(key));
+        }
         let summarized = match reused {
             Some(next) => Some(next),
             None => {

@@ -4,8 +4,12 @@
 //! plans them itself against the window of the summarizer's targets: a
 //! middle too long for one request goes in chunks, and summaries that are
 //! together still too long are merged by summarizing them in turn.
+//!
+//! Summaries are kept in `Handles::summaries` and, with a cluster, in Redis
+//! too: a replica that has not written one asks the others before writing it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -18,6 +22,11 @@ use crate::provider::Answer;
 use crate::route::Plan;
 use crate::wire::chat::Endpoint;
 
+/// How long a summary is kept unused (`Handles::summaries`), and in Redis
+/// after it was written.
+pub const SUMMARIES_KEPT_FOR: Duration = Duration::from_secs(3600);
+/// Where replicas share summaries (a `Cluster` kind).
+const SHARED: &str = "summary";
 /// Summary output is capped at this many tokens.
 const SUMMARY_MAX_TOKENS: u32 = 1024;
 /// Rounds of summarizing summaries before the result is taken as it is.
@@ -38,6 +47,30 @@ pub struct RoutedSummarizer<'a> {
 impl Summarizer for RoutedSummarizer<'_> {
     fn cached(&self, key: u64) -> Option<String> {
         self.handles.summaries.get(&key)
+    }
+
+    async fn recall(&self, keys: &[u64]) {
+        let Some(cluster) = &self.handles.cluster else {
+            return;
+        };
+        let summaries = &self.handles.summaries;
+        let missing: Vec<u64> = keys
+            .iter()
+            .copied()
+            .filter(|key| !summaries.contains_key(key))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let names: Vec<String> = missing.iter().map(|key| format!("{key:016x}")).collect();
+        let Some(found) = cluster.recall(SHARED, &names).await else {
+            return;
+        };
+        for (key, summary) in missing.into_iter().zip(found) {
+            if let Some(summary) = summary {
+                summaries.insert(key, summary);
+            }
+        }
     }
 
     async fn summarize(
@@ -73,6 +106,10 @@ impl Summarizer for RoutedSummarizer<'_> {
             }
         };
         self.handles.summaries.insert(key, summary.clone());
+        if let Some(cluster) = &self.handles.cluster {
+            let name = format!("{key:016x}");
+            cluster.remember(SHARED, &name, summary.clone(), SUMMARIES_KEPT_FOR);
+        }
         Ok(summary)
     }
 }

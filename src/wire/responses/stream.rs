@@ -7,6 +7,7 @@
 //! 0; there is no `[DONE]`.
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
 use super::answer::usage;
@@ -15,8 +16,9 @@ use crate::wire::agent::{Status, ToolEvent};
 use crate::wire::encode::{ChunkParts, StreamEncoder};
 use crate::wire::sse;
 
-/// Called once with the finished response (to store it).
-pub type OnComplete = Box<dyn FnOnce(Value) + Send>;
+/// Called once with the finished response (to store it); what it returns,
+/// if anything, is awaited before the client gets the response's last event.
+pub type OnComplete = Box<dyn FnOnce(Value) -> Option<BoxFuture<'static, ()>> + Send>;
 
 pub struct ResponseEvents {
     /// The response so far: the envelope, then its finished output items.
@@ -28,6 +30,8 @@ pub struct ResponseEvents {
     finish_reason: Option<String>,
     usage: Value,
     on_complete: Option<OnComplete>,
+    /// What `on_complete` asked to wait for, until the relay takes it.
+    settling: Option<BoxFuture<'static, ()>>,
 }
 
 /// The output item being streamed.
@@ -62,6 +66,7 @@ impl ResponseEvents {
             finish_reason: None,
             usage: Value::Null,
             on_complete: Some(on_complete),
+            settling: None,
         }
     }
 
@@ -306,7 +311,7 @@ impl ResponseEvents {
         };
         self.emit(out, kind, json!({"response": response}));
         if let Some(on_complete) = self.on_complete.take() {
-            on_complete(response);
+            self.settling = on_complete(response);
         }
     }
 }
@@ -326,6 +331,10 @@ impl StreamEncoder for ResponseEvents {
             }
         }
         out.freeze()
+    }
+
+    fn settle(&mut self) -> Option<BoxFuture<'static, ()>> {
+        self.settling.take()
     }
 
     /// A built-in call becomes a `function_call` item when it starts and a
