@@ -55,7 +55,13 @@ impl Config {
             let var = p.api_key_env.clone()?;
             Some((var, p.api_key.is_some()))
         });
-        admin.chain(clients).chain(providers).collect()
+        let cluster =
+            (self.cluster.iter()).map(|c| (c.redis_url_env.clone(), c.redis_url.is_some()));
+        admin
+            .chain(clients)
+            .chain(providers)
+            .chain(cluster)
+            .collect()
     }
 }
 

@@ -21,6 +21,10 @@ fn cluster_is_read_with_defaults_and_its_url_stays_hidden() {
     assert!(!format!("{config:?}").contains("pw-secret"));
     let shown = config.to_toml();
     assert!(!shown.contains("pw-secret"), "{shown}");
+    assert!(
+        shown.contains("redis_url_env = \"REDIS\"  # set (value hidden)"),
+        "{shown}"
+    );
     assert_eq!(parse_ok(&shown, &env).cluster, config.cluster, "{shown}");
 
     // Unset: a warning, and the replica runs alone.
