@@ -9,6 +9,7 @@ Run through ./run.sh (which builds the release binary first); see README.md.
                       fixed rate (oha), streams (TTFT, per-chunk), RSS
   bench.py streams    N concurrent open streams through hermes-proxy, and its RSS
   bench.py responses  a Responses request's proxy overhead beside a chat request's
+  bench.py cluster    one replica with and without Redis ([cluster]) side by side
   bench.py sse-server internal: the paced SSE upstream
 
 Everything listens on 127.0.0.1 ephemeral ports; every process started here
@@ -30,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -268,7 +270,9 @@ def start_nginx_proxy(tmp, up, sse_up):
 
 
 def hermes_binary():
-    return os.environ.get("HERMES_BIN", os.path.join(REPO, "target", "release", "hermes-proxy"))
+    # run.sh's cargo build honours CARGO_TARGET_DIR; so does this
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    return os.environ.get("HERMES_BIN", os.path.join(target, "release", "hermes-proxy"))
 
 
 def hermes_config(tmp, up, sse_up, name="routes.toml", extra=""):
@@ -1270,6 +1274,384 @@ def urllib_open(url):
 
 
 # ---------------------------------------------------------------------------
+# cluster: one replica with and without Redis, side by side
+
+
+def resp_encode(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def resp_read(f):
+    """One RESP2 reply from a socket's file."""
+    line = f.readline()
+    if not line:
+        raise ConnectionError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(f"redis: {rest.decode()}")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [resp_read(f) for _ in range(n)]
+    raise RuntimeError(f"redis: unexpected reply {line[:40]!r}")
+
+
+def redis_cmd(port, *args, timeout=2.0):
+    """One command over a fresh raw RESP connection (no redis-cli needed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(resp_encode(*args))
+        with s.makefile("rb") as f:
+            return resp_read(f)
+
+
+def start_redis(tmp):
+    port = free_port()
+    d = os.path.join(tmp, "redis")
+    os.makedirs(d, exist_ok=True)
+    p = spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", d, "--logfile", os.path.join(d, "redis.log")])
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 10:
+        if p.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {p.returncode}")
+        try:
+            if redis_cmd(port, "PING", timeout=0.2) == "PONG":
+                return p, port
+        except (OSError, RuntimeError):
+            pass
+        time.sleep(0.01)
+    raise RuntimeError("redis-server did not answer PING within 10 s")
+
+
+def redis_info(port, section):
+    """INFO `section` as {field: value}; commandstats values as dicts."""
+    out = {}
+    for line in redis_cmd(port, "INFO", section).splitlines():
+        if ":" not in line or line.startswith("#"):
+            continue
+        k, v = line.split(":", 1)
+        if "=" in v:
+            out[k] = {a: b for a, b in (kv.split("=", 1) for kv in v.split(","))}
+        else:
+            out[k] = v
+    return out
+
+
+def redis_scripts(port):
+    """(EVAL + EVALSHA calls, their server-side µs in total) so far."""
+    stats = redis_info(port, "commandstats")
+    calls = usec = 0
+    for cmd in ("cmdstat_evalsha", "cmdstat_eval"):
+        if cmd in stats:
+            calls += int(stats[cmd]["calls"])
+            usec += int(stats[cmd]["usec"])
+    return calls, usec
+
+
+def redis_ping_us(port, n=2000):
+    """Round trips of PING from this (Python) client over one connection,
+    µs: the loopback round trip with Redis's least work, as a reference."""
+    times = []
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        msg = resp_encode("PING")
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            s.sendall(msg)
+            if s.recv(64) != b"+PONG\r\n":
+                raise RuntimeError("PING: unexpected reply")
+            times.append((time.perf_counter_ns() - t0) / 1000)
+    return {"p50": pctl(times, 50), "p99": pctl(times, 99)}
+
+
+def cpu_ns(pid):
+    """CPU time of every thread of pid so far, ns (schedstat; /proc/pid/stat's
+    ticks are 10 ms, too coarse for a 5 s run)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            total += int(open(f"/proc/{pid}/task/{task}/schedstat").read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def cluster_config(tmp, name, up, limits, redis):
+    """The bench route over the canned upstream, a client key (the bench's
+    bearer KEY, from HERMES_BENCH_KEY). With `limits`, the provider's rpm/tpm
+    and the key's rpm are set far above any rate this machine reaches: checked
+    on every request, never refusing. With `redis`, [cluster] as well."""
+    path = os.path.join(tmp, name)
+    provider_limits = "rpm = 1_000_000_000\ntpm = 1_000_000_000_000\n" if limits else ""
+    key_limit = "rpm = 1_000_000_000\n" if limits else ""
+    cluster = '\n[cluster]\nredis_url_env = "HERMES_REDIS_URL"\n' if redis else ""
+    with open(path, "w") as f:
+        f.write(f"""
+[server]
+listen = "127.0.0.1:8080"
+
+[[server.keys]]
+name = "bench"
+key_env = "HERMES_BENCH_KEY"
+{key_limit}
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:{up}/v1"
+{provider_limits}
+[routes.bench]
+targets = [{{ provider = "up", model = "gpt-4o-mini" }}]
+{cluster}""")
+    return path
+
+
+def cluster_mode(args):
+    """One replica without and with Redis ([cluster]), otherwise the same
+    config, interleaved in one run: throughput (wrk, closed loop) and latency
+    at one fixed rate (oha, open loop), the direct upstream for reference."""
+    for tool in ("wrk", "nginx", "redis-server"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is needed (apt-get install wrk nginx redis-server)")
+    if not oha_bin():
+        sys.exit("oha is needed (run.sh --install builds it)")
+    tmp = tempfile.mkdtemp(prefix="hermes-cluster-")
+    body = json.dumps(REQUEST)
+    body_path = os.path.join(tmp, "body.json")
+    with open(body_path, "w") as f:
+        f.write(body)
+    results = {"meta": machine(), "args": vars(args)}
+    try:
+        up_proc, up_port = start_upstream(tmp)
+        redis_proc, redis_port = start_redis(tmp)
+        log(f"upstream nginx :{up_port}, redis-server :{redis_port} (pid {redis_proc.pid})")
+        targets = [Target("direct (floor)", up_port, up_port, "/health", up_proc)]
+        targets[0].limits = targets[0].redis = False
+        pairs = [("limits", True)] + ([("no limits", False)] if args.unlimited else [])
+        pair_of = {}  # with-Redis target name -> its without-Redis twin's
+        cluster_targets = []
+        for label, limits in pairs:
+            names = []
+            for redis in (False, True):
+                name = f"{label}, {'with' if redis else 'without'} Redis"
+                slug = re.sub(r"\W+", "-", name).strip("-")
+                cfg = cluster_config(tmp, f"{slug}.toml", up_port, limits, redis)
+                env = {"HERMES_BENCH_KEY": KEY}
+                if redis:
+                    env["HERMES_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+                port = free_port()
+                p, ready = start_hermes(cfg, port, log_path=os.path.join(tmp, f"{slug}.log"), extra_env=env)
+                t = Target(name, port, port, "/health", p, ready)
+                t.log_path = os.path.join(tmp, f"{slug}.log")
+                t.limits, t.redis = limits, redis
+                targets.append(t)
+                names.append(name)
+                if redis:
+                    cluster_targets.append(t)
+            pair_of[names[1]] = names[0]
+        script = wrk_script(tmp, body)
+        time.sleep(0.5)
+
+        # warm-up (pools, the script loaded into Redis), and the fixed rate:
+        # a quarter of the slowest replica's warm-up throughput, the same for
+        # all (on 2 shared cores half of it already measures queues, not the
+        # per-request cost)
+        warm = {}
+        for t in targets:
+            warm[t.name] = run_wrk(t.url(), script, args.conns, args.warmup, args.threads)["rps"]
+            log(f"warm-up {t.name}: {warm[t.name]:.0f} req/s")
+        rate = args.rate or int(min(v for k, v in warm.items() if k != targets[0].name) / 4)
+        results["rate"] = rate
+        log(f"fixed rate for oha: {rate} req/s")
+
+        tput = {t.name: [] for t in targets}
+        lat = {t.name: [] for t in targets}  # oha at `conns` connections
+        lat1 = {t.name: [] for t in targets}  # oha on one connection: no queue behind other requests
+        proxy_cpu = {t.name: [] for t in targets}  # µs of the proxy per request, wrk runs
+        redis_cpu = {t.name: [] for t in targets}  # µs of redis-server per request, wrk runs
+        scripts_per = {t.name: [] for t in targets}  # EVAL/EVALSHA calls per request
+        script_usec = {t.name: [] for t in targets}  # Redis's own µs per script call
+        seen_keys = []
+
+        def peek_keys():
+            # the limit keys live ~1 ms past each request (their TTL is the
+            # GCRA's slack at these limits): look while the load runs
+            time.sleep(args.duration / 2)
+            try:
+                seen_keys.extend(redis_cmd(redis_port, "KEYS", "*") or [])
+            except (OSError, RuntimeError) as e:
+                log(f"KEYS failed: {e}")
+
+        for r in range(args.rounds):
+            order = targets[:]
+            random.shuffle(order)
+            for t in order:
+                calls0, usec0 = redis_scripts(redis_port)
+                rc0 = cpu_ns(redis_proc.pid)
+                pc0 = cpu_ns(t.proc.pid)
+                peek = None
+                if t.redis and t.limits and not seen_keys:
+                    peek = threading.Thread(target=peek_keys)
+                    peek.start()
+                res = run_wrk(t.url(), script, args.conns, args.duration, args.threads)
+                if peek:
+                    peek.join()
+                pc1 = cpu_ns(t.proc.pid)
+                rc1 = cpu_ns(redis_proc.pid)
+                calls1, usec1 = redis_scripts(redis_port)
+                n = max(res["requests"], 1)
+                tput[t.name].append(res)
+                if t is not targets[0]:
+                    proxy_cpu[t.name].append((pc1 - pc0) / n / 1000)
+                    redis_cpu[t.name].append((rc1 - rc0) / n / 1000)
+                    scripts_per[t.name].append((calls1 - calls0) / n)
+                    if calls1 > calls0:
+                        script_usec[t.name].append((usec1 - usec0) / (calls1 - calls0))
+                log(f"round {r + 1} wrk {t.name}: {res['rps']:.0f} req/s p50 {res['p50_us']}us "
+                    f"p99 {res['p99_us']}us errors {res['errors']}+{res['status_errors']} "
+                    f"scripts/req {(calls1 - calls0) / n:.2f}")
+            order = targets[:]
+            random.shuffle(order)
+            for t in order:
+                res = run_oha(t.url(), body_path, rate, args.conns, args.duration)
+                lat[t.name].append(res)
+                log(f"round {r + 1} oha {t.name} @{rate}/s: p50 {res['p50_us']:.0f}us "
+                    f"p99 {res['p99_us']:.0f}us rps {res['rps']:.0f} non-2xx {res['non2xx']} "
+                    f"errors {res['errors']}")
+            order = targets[:]
+            random.shuffle(order)
+            for t in order:
+                res = run_oha(t.url(), body_path, args.rate1, 1, args.duration)
+                lat1[t.name].append(res)
+                log(f"round {r + 1} oha -c1 {t.name} @{args.rate1}/s: p50 {res['p50_us']:.0f}us "
+                    f"p99 {res['p99_us']:.0f}us non-2xx {res['non2xx']} errors {res['errors']}")
+
+        # proof that the Redis path was taken
+        checks = {"keys_seen": sorted(set(seen_keys)), "redis_up": {}, "fallbacks": {},
+                  "dbsize_after": redis_cmd(redis_port, "DBSIZE")}
+        for t in cluster_targets:
+            with urllib_open(f"http://127.0.0.1:{t.port}/metrics") as resp:
+                m = re.search(r"^hermes_cluster_redis_up (\S+)$", resp.read().decode(), re.M)
+            checks["redis_up"][t.name] = m.group(1) if m else "absent"
+            with open(t.log_path, errors="replace") as f:
+                checks["fallbacks"][t.name] = sum("redis is unreachable" in line for line in f)
+        errors = sum(x["errors"] + x["status_errors"] for v in tput.values() for x in v) + \
+            sum(x["errors"] + x["non2xx"] for L in (lat, lat1) for v in L.values() for x in v)
+        checks["errors"] = errors
+        results["ping_us"] = redis_ping_us(redis_port)
+        results.update(throughput=tput, latency=lat, latency1=lat1, proxy_cpu_us=proxy_cpu, redis_cpu_us=redis_cpu,
+                       scripts_per_request=scripts_per, script_server_us=script_usec, checks=checks)
+        cluster_report(results, targets, pair_of)
+        out_dir = os.path.join(REPO, "target", "hermes-bench")
+        os.makedirs(out_dir, exist_ok=True)
+        out = os.path.join(out_dir, "cluster.json")
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        log(f"raw numbers: {out}")
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cluster_report(res, targets, pair_of):
+    a, m = res["args"], res["meta"]
+    tput, lat, lat1 = res["throughput"], res["latency"], res["latency1"]
+    w = print
+    w(f"{m['date']} · {m['cpu']} · {m['cores']} cores · {m['mem']} · `benches/load/run.sh cluster` "
+      f"(rounds {a['rounds']} × {a['duration']} s: wrk -t{a['threads']} -c{a['conns']}; oha -c{a['conns']} "
+      f"at {res['rate']:,} req/s and oha -c1 at {a['rate1']:,} req/s, both --latency-correction)")
+    w("")
+    w("| system | req/s best | req/s median | × without Redis: median (rounds min–max) | "
+      "proxy CPU µs/req | redis-server CPU µs/req | scripts/req |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    for t in targets:
+        rps = [x["rps"] for x in tput[t.name]]
+        ratio = "—"
+        twin = pair_of.get(t.name)
+        if twin:
+            tw = [x["rps"] for x in tput[twin]]
+            per_round = [x / y for x, y in zip(rps, tw)]
+            ratio = (f"**{statistics.median(rps) / statistics.median(tw):.2f}** "
+                     f"({min(per_round):.2f}–{max(per_round):.2f})")
+        direct = t is targets[0]
+        cpu = "—" if direct else f"{statistics.median(res['proxy_cpu_us'][t.name]):.0f}"
+        rcpu = "—" if not t.redis else f"{statistics.median(res['redis_cpu_us'][t.name]):.1f}"
+        calls = "—" if not t.redis else f"{statistics.median(res['scripts_per_request'][t.name]):.2f}"
+        w(f"| {t.name} | {max(rps):,.0f} | {statistics.median(rps):,.0f} | {ratio} | {cpu} | {rcpu} | {calls} |")
+    w("")
+    w(f"| system | p50 ms @{a['conns']} conns | p99 ms | added p50 ms | added p99 ms | "
+      f"p50 ms @1 conn | p99 ms | added p50 ms | added p99 ms |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for t in targets:
+        cells = []
+        for L in (lat, lat1):
+            p50, p99 = med(L[t.name], "p50_us"), med(L[t.name], "p99_us")
+            twin = pair_of.get(t.name)
+            add50 = f"**{(p50 - med(L[twin], 'p50_us')) / 1000:+.3f}**" if twin else "—"
+            add99 = f"**{(p99 - med(L[twin], 'p99_us')) / 1000:+.3f}**" if twin else "—"
+            cells += [f"{p50 / 1000:.3f}", f"{p99 / 1000:.3f}", add50, add99]
+        w(f"| {t.name} | " + " | ".join(cells) + " |")
+    w("")
+    w("Added = with Redis minus without, medians of the rounds, same run.")
+    w("")
+    for t in targets:
+        if t.name in pair_of and res["script_server_us"][t.name]:
+            w(f"- {t.name}: Redis's own time per script call (INFO commandstats) "
+              f"{statistics.median(res['script_server_us'][t.name]):.1f} µs; a bare PING round trip "
+              f"from a Python client after the run: p50 {res['ping_us']['p50']:.0f} µs, "
+              f"p99 {res['ping_us']['p99']:.0f} µs")
+    # the whole cost of shared limits: with Redis against a replica with no limits at all
+    if "limits, with Redis" in tput and "no limits, without Redis" in tput:
+        x, y = "limits, with Redis", "no limits, without Redis"
+        rr = statistics.median(r["rps"] for r in tput[x]) / statistics.median(r["rps"] for r in tput[y])
+        w(f"- {x} against {y} (limits and Redis together): {rr:.2f}× throughput; added p50/p99 "
+          f"{(med(lat[x], 'p50_us') - med(lat[y], 'p50_us')) / 1000:+.3f}/"
+          f"{(med(lat[x], 'p99_us') - med(lat[y], 'p99_us')) / 1000:+.3f} ms @{a['conns']} conns, "
+          f"{(med(lat1[x], 'p50_us') - med(lat1[y], 'p50_us')) / 1000:+.3f}/"
+          f"{(med(lat1[x], 'p99_us') - med(lat1[y], 'p99_us')) / 1000:+.3f} ms @1 conn")
+    spread = {}
+    for label, L in ((f"@{a['conns']} conns", lat), ("@1 conn", lat1)):
+        sp = {t.name: max(x["p99_us"] for x in L[t.name]) - min(x["p99_us"] for x in L[t.name]) for t in targets}
+        spread[label] = sp
+        w(f"- p99 spread between rounds {label} (max − min, ms): "
+          + ", ".join(f"{k} {v / 1000:.3f}" for k, v in sp.items()))
+    c = res["checks"]
+    w(f"- Redis path taken: limit keys seen in Redis under load: {', '.join(c['keys_seen']) or '**none**'}; "
+      f"`hermes_cluster_redis_up` at the end: "
+      + ", ".join(f"{k} {v}" for k, v in c["redis_up"].items())
+      + "; fallbacks to local state logged: "
+      + ", ".join(f"{k} {v}" for k, v in c["fallbacks"].items())
+      + f"; failed or non-2xx requests in the run: {c['errors']}")
+    ok = lambda b: "met" if b else "**missed**"  # noqa: E731
+    for name, twin in pair_of.items():
+        rps = statistics.median(x["rps"] for x in tput[name]) / statistics.median(x["rps"] for x in tput[twin])
+        parts = []
+        for label, L in ((f"@{a['conns']} conns", lat), ("@1 conn", lat1)):
+            add99 = (med(L[name], "p99_us") - med(L[twin], "p99_us")) / 1000
+            noise = max(spread[label][name], spread[label][twin]) / 1000
+            v = f"{add99:+.3f} ms {label} — {ok(add99 <= 0.2)}"
+            if noise > 0.2:
+                v += f" (rounds' p99 spread {noise:.2f} ms)"
+            parts.append(v)
+        w(f"- goal, {name}: throughput ≥ 0.9× without Redis: {rps:.2f}× — {ok(rps >= 0.9)}; "
+          f"added p99 ≤ 0.2 ms: " + "; ".join(parts))
+
+# ---------------------------------------------------------------------------
 
 
 def main():
@@ -1317,6 +1699,18 @@ def main():
     rs.add_argument("--rounds", type=int, default=3)
     rs.add_argument("--requests", type=int, default=500, help="requests per endpoint and round")
     rs.add_argument("--callgrind", action="store_true", help="also count instructions (slow)")
+    cl = sub.add_parser("cluster", help="one replica with and without Redis, side by side")
+    cl.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    cl.add_argument("--duration", type=int, default=3, help="seconds per measurement (default 3)")
+    cl.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per system (default 2)")
+    cl.add_argument("--conns", type=int, default=16, help="client connections (default 16)")
+    cl.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    cl.add_argument("--rate", type=int, default=0,
+                    help="oha's fixed rate (default: a quarter of the slowest replica's warm-up req/s)")
+    cl.add_argument("--rate1", type=int, default=500,
+                    help="the one-connection oha pass's fixed rate (default 500)")
+    cl.add_argument("--no-unlimited", dest="unlimited", action="store_false",
+                    help="skip the pair without any limits")
     x = sub.add_parser("sse-server")
     x.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
@@ -1339,6 +1733,8 @@ def main():
         return callgrind_mode(args)
     if args.mode == "responses":
         return responses_mode(args)
+    if args.mode == "cluster":
+        return cluster_mode(args)
     if not shutil.which("wrk") or not shutil.which("nginx"):
         sys.exit("wrk and nginx are needed: run.sh --install (apt-get install wrk nginx)")
     return compare(args)

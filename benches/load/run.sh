@@ -4,13 +4,16 @@
 #
 #   benches/load/run.sh [--install] [all options...]   the comparison (~4 min)
 #   benches/load/run.sh [--install] streams [--n 10000] N concurrent open streams
+#   benches/load/run.sh [--install] cluster [options]  one replica with and without
+#            Redis ([cluster]) side by side (~4 min; needs redis-server)
 #
-# --install  apt-get install nginx wrk; cargo install oha (compiles, minutes);
+# --install  apt-get install nginx wrk redis-server; cargo install oha (compiles, minutes);
 #            litellm[proxy]==1.106.12 into benches/load/.venv; @portkey-ai/gateway
 #            1.15.2 into benches/load/node (npm ci, from the committed lock file).
 #            Without it nothing is installed: a missing oha, LiteLLM or Portkey
 #            skips its part.
-# Loopback only; every process started is stopped on exit.
+# Loopback only; every process started is stopped on exit. CARGO_TARGET_DIR
+# is honoured (bench.py looks for the binary there too).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -34,6 +37,7 @@ if [[ $install == 1 ]]; then
     need=()
     command -v nginx >/dev/null || need+=(nginx)
     command -v wrk >/dev/null || need+=(wrk)
+    command -v redis-server >/dev/null || need+=(redis-server)
     if ((${#need[@]})); then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
