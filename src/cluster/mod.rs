@@ -45,6 +45,7 @@ pub struct Cluster {
     gauge: prometheus::IntGauge,
     /// This process, so that it can skip its own broadcasts.
     pub replica: String,
+    leases: gcra::Leases,
 }
 
 impl Cluster {
@@ -85,6 +86,7 @@ impl Cluster {
             up: AtomicBool::new(true),
             gauge,
             replica: replica_id(),
+            leases: gcra::Leases::default(),
         });
         tokio::spawn(probe(Arc::downgrade(&cluster)));
         Some(cluster)
