@@ -108,13 +108,39 @@ pub(crate) struct Leases(Mutex<HashMap<String, Lease>>);
 struct Lease {
     cells: u64,
     until: Instant,
+    /// A request is fetching more: the others ask Redis for their own cost
+    /// only, so a crowd finding the lease empty brings back one lease, not
+    /// one each.
+    refilling: bool,
+}
+
+/// The keys a request is refilling, released when it is done (or dropped).
+struct Refill<'a> {
+    leases: &'a Leases,
+    keys: Vec<&'a str>,
+}
+
+impl Drop for Refill<'_> {
+    fn drop(&mut self) {
+        let mut leases = self.leases.lock();
+        for key in &self.keys {
+            if let Some(lease) = leases.get_mut(*key) {
+                lease.refilling = false;
+            }
+        }
+    }
 }
 
 impl Leases {
-    /// Spends `cost` of every limit from its lease if each has enough;
-    /// otherwise spends nothing.
-    fn spend(&self, limits: &[&Limit], now: Instant) -> bool {
-        let mut leases = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spends `cost` of every limit from its lease if each has enough (None);
+    /// otherwise spends nothing and claims the refill of the leases no other
+    /// request is refilling.
+    fn spend<'a>(&'a self, limits: &[&'a Limit], now: Instant) -> Option<Refill<'a>> {
+        let mut leases = self.lock();
         let covered = limits.iter().all(|l| {
             leases
                 .get(&l.key)
@@ -126,21 +152,37 @@ impl Leases {
                     lease.cells -= limit.cost;
                 }
             }
+            return None;
         }
-        covered
+        let mut keys = Vec::new();
+        for limit in limits.iter().filter(|l| l.lease() > 0) {
+            let lease = leases.entry(limit.key.clone()).or_insert(Lease {
+                cells: 0,
+                until: now,
+                refilling: false,
+            });
+            if !lease.refilling {
+                lease.refilling = true;
+                keys.push(limit.key.as_str());
+            }
+        }
+        Some(Refill { leases: self, keys })
     }
 
     fn keep(&self, limits: &[&Limit], leased: &[u64], now: Instant) {
-        let mut leases = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        leases.retain(|_, lease| lease.until > now);
-        for (limit, cells) in limits.iter().zip(leased) {
-            if *cells > 0 {
-                let lease = Lease {
-                    cells: *cells,
-                    until: now + LEASE_FOR,
-                };
-                leases.insert(limit.key.clone(), lease);
+        let mut leases = self.lock();
+        leases.retain(|_, lease| lease.until > now || lease.refilling);
+        for (limit, cells) in limits.iter().zip(leased).filter(|(_, c)| **c > 0) {
+            let lease = leases.entry(limit.key.clone()).or_insert(Lease {
+                cells: 0,
+                until: now,
+                refilling: false,
+            });
+            if lease.until <= now {
+                lease.cells = 0; // given up
             }
+            lease.cells = lease.cells.saturating_add(*cells);
+            lease.until = now + LEASE_FOR;
         }
     }
 }
@@ -158,18 +200,26 @@ impl Cluster {
     /// how long until they would. None: Redis is not there, use local limits.
     pub async fn admit(&self, limits: &[Limit]) -> Option<Result<(), Duration>> {
         let limits: Vec<&Limit> = limits.iter().filter(|l| l.per_minute > 0).collect();
-        if limits.is_empty() || self.leases.spend(&limits, Instant::now()) {
+        if limits.is_empty() {
             return Some(Ok(()));
         }
+        let Some(refill) = self.leases.spend(&limits, Instant::now()) else {
+            return Some(Ok(()));
+        };
         let mut invocation = GCRA.prepare_invoke();
         for limit in &limits {
             let interval = 60_000_000.0 / limit.per_minute as f64;
+            let lease = if refill.keys.contains(&limit.key.as_str()) {
+                limit.lease()
+            } else {
+                0
+            };
             invocation
                 .key(&limit.key)
                 .arg(interval)
                 .arg(limit.burst.max(1))
                 .arg(limit.cost)
-                .arg(limit.lease());
+                .arg(lease);
         }
         let said: Vec<u64> = self
             .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
@@ -177,6 +227,7 @@ impl Cluster {
         Some(match said.split_first() {
             Some((0, leased)) => {
                 self.leases.keep(&limits, leased, Instant::now());
+                drop(refill);
                 Ok(())
             }
             Some((us, _)) => Err(Duration::from_micros(*us)),
@@ -211,15 +262,33 @@ mod tests {
         let leases = Leases::default();
         let (rpm, tpm) = (limit("rpm", 800, 1), limit("tpm", 80_000, 300));
         let now = Instant::now();
-        assert!(!leases.spend(&[&rpm], now), "nothing leased yet");
+        assert!(leases.spend(&[&rpm], now).is_some(), "nothing leased yet");
         leases.keep(&[&rpm, &tpm], &[2, 1000], now);
-        assert!(leases.spend(&[&rpm, &tpm], now));
-        assert!(leases.spend(&[&rpm, &tpm], now));
+        assert!(leases.spend(&[&rpm, &tpm], now).is_none());
+        assert!(leases.spend(&[&rpm, &tpm], now).is_none());
         // tpm has 400 left, rpm none: neither is spent.
-        assert!(!leases.spend(&[&rpm, &tpm], now));
-        assert!(leases.spend(&[&tpm], now));
+        drop(leases.spend(&[&rpm, &tpm], now).unwrap());
+        assert!(leases.spend(&[&tpm], now).is_none());
+        // Leases brought back together add up.
+        leases.keep(&[&rpm], &[1], now);
+        leases.keep(&[&rpm], &[1], now);
+        assert!(leases.spend(&[&rpm], now).is_none() && leases.spend(&[&rpm], now).is_none());
         // Given up after LEASE_FOR, spent or not.
         leases.keep(&[&rpm], &[5], now);
-        assert!(!leases.spend(&[&rpm], now + LEASE_FOR));
+        assert!(leases.spend(&[&rpm], now + LEASE_FOR).is_some());
+    }
+
+    #[test]
+    fn one_request_refills_a_lease_while_the_others_ask_for_their_own_cost() {
+        let leases = Leases::default();
+        let (rpm, small) = (limit("rpm", 800, 1), limit("small", 7, 1));
+        let now = Instant::now();
+        let first = leases.spend(&[&rpm, &small], now).unwrap();
+        assert_eq!(first.keys, ["rpm"], "a burst under 8 is never leased");
+        let second = leases.spend(&[&rpm], now).unwrap();
+        assert!(second.keys.is_empty(), "the first is refilling it");
+        drop(second);
+        drop(first); // done, or its request was dropped
+        assert_eq!(leases.spend(&[&rpm], now).unwrap().keys, ["rpm"]);
     }
 }
