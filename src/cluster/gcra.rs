@@ -18,7 +18,7 @@
 //! `LEASE_SHARE` cells) is counted exactly: one round trip per request.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::Script;
@@ -82,7 +82,7 @@ return out
 /// smaller than 8 cells is never leased.
 const LEASE_SHARE: u64 = 8;
 /// ... and at most this many requests' worth of cells.
-const LEASE_REQUESTS: u64 = 16;
+const LEASE_REQUESTS: u64 = 32;
 /// Cells not spent within this are given up (charged, not used), so that a
 /// replica cannot bank cells and spend them later on top of a full burst.
 pub const LEASE_FOR: Duration = Duration::from_secs(1);
@@ -108,23 +108,31 @@ pub(crate) struct Leases(Mutex<HashMap<String, Lease>>);
 struct Lease {
     cells: u64,
     until: Instant,
-    /// A request is fetching more: the others ask Redis for their own cost
-    /// only, so a crowd finding the lease empty brings back one lease, not
-    /// one each.
+    /// A request is fetching more: the others spend what is left, or ask
+    /// Redis for their own cost only, so a crowd brings back one lease.
     refilling: bool,
 }
 
-/// The keys a request is refilling, released when it is done (or dropped).
-struct Refill<'a> {
-    leases: &'a Leases,
-    keys: Vec<&'a str>,
+/// What the leases said of a request.
+enum Spent {
+    /// Paid from the leases; these keys ran low and are now this request's
+    /// to top up, off its path.
+    Local(Vec<String>),
+    /// Not covered: ask Redis, leasing for these keys.
+    Miss(Vec<String>),
 }
 
-impl Drop for Refill<'_> {
+/// The keys a request is refilling, released when it is done (or dropped).
+struct Refill {
+    cluster: Arc<Cluster>,
+    keys: Vec<String>,
+}
+
+impl Drop for Refill {
     fn drop(&mut self) {
-        let mut leases = self.leases.lock();
+        let mut leases = self.cluster.leases.lock();
         for key in &self.keys {
-            if let Some(lease) = leases.get_mut(*key) {
+            if let Some(lease) = leases.get_mut(key) {
                 lease.refilling = false;
             }
         }
@@ -136,37 +144,37 @@ impl Leases {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Spends `cost` of every limit from its lease if each has enough (None);
-    /// otherwise spends nothing and claims the refill of the leases no other
-    /// request is refilling.
-    fn spend<'a>(&'a self, limits: &[&'a Limit], now: Instant) -> Option<Refill<'a>> {
+    /// Spends `cost` of every limit from its lease if each has enough;
+    /// otherwise spends nothing. Either way claims the refill of the leases
+    /// that need one (empty, or under half) and no one else is refilling.
+    fn spend(&self, limits: &[&Limit], now: Instant) -> Spent {
         let mut leases = self.lock();
         let covered = limits.iter().all(|l| {
             leases
                 .get(&l.key)
                 .is_some_and(|lease| lease.until > now && lease.cells >= l.cost)
         });
-        if covered {
-            for limit in limits {
-                if let Some(lease) = leases.get_mut(&limit.key) {
-                    lease.cells -= limit.cost;
-                }
-            }
-            return None;
-        }
-        let mut keys = Vec::new();
-        for limit in limits.iter().filter(|l| l.lease() > 0) {
+        let mut claimed = Vec::new();
+        for limit in limits {
             let lease = leases.entry(limit.key.clone()).or_insert(Lease {
                 cells: 0,
                 until: now,
                 refilling: false,
             });
-            if !lease.refilling {
+            if covered {
+                lease.cells -= limit.cost;
+            }
+            let low = lease.until <= now || lease.cells < limit.lease() / 2 + limit.cost;
+            if limit.lease() > 0 && low && !lease.refilling {
                 lease.refilling = true;
-                keys.push(limit.key.as_str());
+                claimed.push(limit.key.clone());
             }
         }
-        Some(Refill { leases: self, keys })
+        if covered {
+            Spent::Local(claimed)
+        } else {
+            Spent::Miss(claimed)
+        }
     }
 
     fn keep(&self, limits: &[&Limit], leased: &[u64], now: Instant) {
@@ -198,18 +206,49 @@ impl Limit {
 impl Cluster {
     /// Whether every limit admits the request now: `Ok` (and all charged) or
     /// how long until they would. None: Redis is not there, use local limits.
-    pub async fn admit(&self, limits: &[Limit]) -> Option<Result<(), Duration>> {
+    pub async fn admit(self: &Arc<Self>, limits: &[Limit]) -> Option<Result<(), Duration>> {
         let limits: Vec<&Limit> = limits.iter().filter(|l| l.per_minute > 0).collect();
         if limits.is_empty() {
             return Some(Ok(()));
         }
-        let Some(refill) = self.leases.spend(&limits, Instant::now()) else {
-            return Some(Ok(()));
-        };
+        match self.leases.spend(&limits, Instant::now()) {
+            Spent::Local(keys) if keys.is_empty() => Some(Ok(())),
+            Spent::Local(keys) => {
+                // Topped up before it runs out, so that no request waits.
+                let top_up: Vec<Limit> = (limits.iter())
+                    .filter(|l| keys.contains(&l.key))
+                    .map(|l| Limit {
+                        cost: 0,
+                        ..(*l).clone()
+                    })
+                    .collect();
+                let refill = Refill {
+                    cluster: self.clone(),
+                    keys,
+                };
+                tokio::spawn(async move {
+                    let limits: Vec<&Limit> = top_up.iter().collect();
+                    refill.cluster.evaluate(&limits, &refill).await
+                });
+                Some(Ok(()))
+            }
+            Spent::Miss(keys) => {
+                let refill = Refill {
+                    cluster: self.clone(),
+                    keys,
+                };
+                self.evaluate(&limits, &refill).await
+            }
+        }
+    }
+
+    /// One run of the script: the limits' costs, and leases for the keys
+    /// `refill` holds.
+    async fn evaluate(&self, limits: &[&Limit], refill: &Refill) -> Option<Result<(), Duration>> {
         let mut invocation = GCRA.prepare_invoke();
-        for limit in &limits {
+        for limit in limits {
             let interval = 60_000_000.0 / limit.per_minute as f64;
-            let lease = if refill.keys.contains(&limit.key.as_str()) {
+            let lease = if refill.keys.contains(&limit.key) {
                 limit.lease()
             } else {
                 0
@@ -226,8 +265,7 @@ impl Cluster {
             .await?;
         Some(match said.split_first() {
             Some((0, leased)) => {
-                self.leases.keep(&limits, leased, Instant::now());
-                drop(refill);
+                self.leases.keep(limits, leased, Instant::now());
                 Ok(())
             }
             Some((us, _)) => Err(Duration::from_micros(*us)),
@@ -253,42 +291,67 @@ mod tests {
     fn a_lease_is_a_small_share_of_a_large_burst_and_none_of_a_small_one() {
         assert_eq!(limit("k", 7, 1).lease(), 0); // counted exactly
         assert_eq!(limit("k", 80, 1).lease(), 10);
-        assert_eq!(limit("k", 100_000, 1).lease(), 16);
-        assert_eq!(limit("k", 1_000_000, 500).lease(), 8000); // tokens
+        assert_eq!(limit("k", 100_000, 1).lease(), 32);
+        assert_eq!(limit("k", 1_000_000, 500).lease(), 16_000); // tokens
+    }
+
+    fn claimed(spent: Spent) -> (bool, Vec<String>) {
+        match spent {
+            Spent::Local(keys) => (true, keys),
+            Spent::Miss(keys) => (false, keys),
+        }
     }
 
     #[test]
     fn leased_cells_are_spent_all_or_nothing_and_expire() {
         let leases = Leases::default();
-        let (rpm, tpm) = (limit("rpm", 800, 1), limit("tpm", 80_000, 300));
+        let (rpm, tpm) = (limit("rpm", 8000, 1), limit("tpm", 8_000_000, 300));
         let now = Instant::now();
-        assert!(leases.spend(&[&rpm], now).is_some(), "nothing leased yet");
+        assert_eq!(
+            claimed(leases.spend(&[&rpm, &tpm], now)),
+            (false, vec!["rpm".into(), "tpm".into()])
+        );
         leases.keep(&[&rpm, &tpm], &[2, 1000], now);
-        assert!(leases.spend(&[&rpm, &tpm], now).is_none());
-        assert!(leases.spend(&[&rpm, &tpm], now).is_none());
+        // Spent locally; the claims are still held by the first request.
+        assert_eq!(claimed(leases.spend(&[&rpm, &tpm], now)), (true, vec![]));
+        assert_eq!(claimed(leases.spend(&[&rpm, &tpm], now)), (true, vec![]));
         // tpm has 400 left, rpm none: neither is spent.
-        drop(leases.spend(&[&rpm, &tpm], now).unwrap());
-        assert!(leases.spend(&[&tpm], now).is_none());
-        // Leases brought back together add up.
+        assert!(!claimed(leases.spend(&[&rpm, &tpm], now)).0);
+        assert!(claimed(leases.spend(&[&tpm], now)).0);
+        // Leases brought back together add up; given up after LEASE_FOR.
         leases.keep(&[&rpm], &[1], now);
         leases.keep(&[&rpm], &[1], now);
-        assert!(leases.spend(&[&rpm], now).is_none() && leases.spend(&[&rpm], now).is_none());
-        // Given up after LEASE_FOR, spent or not.
+        assert!(claimed(leases.spend(&[&rpm], now)).0 && claimed(leases.spend(&[&rpm], now)).0);
+        assert!(!claimed(leases.spend(&[&rpm], now)).0);
         leases.keep(&[&rpm], &[5], now);
-        assert!(leases.spend(&[&rpm], now + LEASE_FOR).is_some());
+        assert!(!claimed(leases.spend(&[&rpm], now + LEASE_FOR)).0);
     }
 
     #[test]
-    fn one_request_refills_a_lease_while_the_others_ask_for_their_own_cost() {
+    fn a_lease_running_low_is_claimed_for_a_top_up_by_one_request() {
         let leases = Leases::default();
-        let (rpm, small) = (limit("rpm", 800, 1), limit("small", 7, 1));
+        let (rpm, small) = (limit("rpm", 8000, 1), limit("small", 7, 1));
         let now = Instant::now();
-        let first = leases.spend(&[&rpm, &small], now).unwrap();
-        assert_eq!(first.keys, ["rpm"], "a burst under 8 is never leased");
-        let second = leases.spend(&[&rpm], now).unwrap();
-        assert!(second.keys.is_empty(), "the first is refilling it");
-        drop(second);
-        drop(first); // done, or its request was dropped
-        assert_eq!(leases.spend(&[&rpm], now).unwrap().keys, ["rpm"]);
+        // A burst under 8 is never leased, so never claimed.
+        assert_eq!(
+            claimed(leases.spend(&[&rpm, &small], now)),
+            (false, vec!["rpm".into()])
+        );
+        assert_eq!(
+            claimed(leases.spend(&[&rpm], now)),
+            (false, vec![]),
+            "being refilled"
+        );
+        leases.lock().get_mut("rpm").unwrap().refilling = false; // the refill ended
+        leases.keep(&[&rpm], &[32], now);
+        // Above half (16 + this one) it is spent quietly; below, claimed once.
+        for _ in 0..15 {
+            assert_eq!(claimed(leases.spend(&[&rpm], now)), (true, vec![]));
+        }
+        assert_eq!(
+            claimed(leases.spend(&[&rpm], now)),
+            (true, vec!["rpm".into()])
+        );
+        assert_eq!(claimed(leases.spend(&[&rpm], now)), (true, vec![]));
     }
 }
