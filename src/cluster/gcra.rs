@@ -12,10 +12,12 @@
 //! benches/README.md), so a replica takes a few cells more than the request
 //! needs when the burst is large (a lease: at most [`LEASE_SHARE`] of the
 //! burst, [`LEASE_REQUESTS`] requests' worth) and spends them locally for up
-//! to [`LEASE_FOR`]. Leased cells are charged in Redis when taken, so the
-//! replicas never admit more than one would; at worst a lease that expires
-//! unspent refuses a little early. A burst too small to share (under
-//! `LEASE_SHARE` cells) is counted exactly: one round trip per request.
+//! to [`LEASE_FOR`]; one request tops a lease up in the background when it
+//! runs under half, so while traffic is steady no request waits on Redis.
+//! Leased cells are charged in Redis when taken, so the replicas never
+//! admit more than one would; at worst a lease that expires unspent refuses
+//! a little early. A burst too small to share (under `LEASE_SHARE` cells)
+//! is counted exactly: one round trip per request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -116,22 +118,33 @@ struct Lease {
 /// What the leases said of a request.
 enum Spent {
     /// Paid from the leases; these keys ran low and are now this request's
-    /// to top up, off its path.
-    Local(Vec<String>),
+    /// to top up (by the cells given), off its path.
+    Local(Vec<(String, u64)>),
     /// Not covered: ask Redis, leasing for these keys.
-    Miss(Vec<String>),
+    Miss(Vec<(String, u64)>),
 }
 
 /// The keys a request is refilling, released when it is done (or dropped).
 struct Refill {
     cluster: Arc<Cluster>,
-    keys: Vec<String>,
+    /// Each key, and the cells to lease for it (sized by the request that
+    /// claimed it: a top-up's own cost is 0).
+    keys: Vec<(String, u64)>,
+}
+
+impl Refill {
+    fn lease(&self, key: &str) -> u64 {
+        self.keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(0, |(_, cells)| *cells)
+    }
 }
 
 impl Drop for Refill {
     fn drop(&mut self) {
         let mut leases = self.cluster.leases.lock();
-        for key in &self.keys {
+        for (key, _) in &self.keys {
             if let Some(lease) = leases.get_mut(key) {
                 lease.refilling = false;
             }
@@ -167,7 +180,7 @@ impl Leases {
             let low = lease.until <= now || lease.cells < limit.lease() / 2 + limit.cost;
             if limit.lease() > 0 && low && !lease.refilling {
                 lease.refilling = true;
-                claimed.push(limit.key.clone());
+                claimed.push((limit.key.clone(), limit.lease()));
             }
         }
         if covered {
@@ -216,7 +229,7 @@ impl Cluster {
             Spent::Local(keys) => {
                 // Topped up before it runs out, so that no request waits.
                 let top_up: Vec<Limit> = (limits.iter())
-                    .filter(|l| keys.contains(&l.key))
+                    .filter(|l| keys.iter().any(|(k, _)| *k == l.key))
                     .map(|l| Limit {
                         cost: 0,
                         ..(*l).clone()
@@ -248,11 +261,7 @@ impl Cluster {
         let mut invocation = GCRA.prepare_invoke();
         for limit in limits {
             let interval = 60_000_000.0 / limit.per_minute as f64;
-            let lease = if refill.keys.contains(&limit.key) {
-                limit.lease()
-            } else {
-                0
-            };
+            let lease = refill.lease(&limit.key);
             invocation
                 .key(&limit.key)
                 .arg(interval)
@@ -296,10 +305,11 @@ mod tests {
     }
 
     fn claimed(spent: Spent) -> (bool, Vec<String>) {
-        match spent {
+        let (local, keys) = match spent {
             Spent::Local(keys) => (true, keys),
             Spent::Miss(keys) => (false, keys),
-        }
+        };
+        (local, keys.into_iter().map(|(key, _)| key).collect())
     }
 
     #[test]
@@ -353,5 +363,15 @@ mod tests {
             (true, vec!["rpm".into()])
         );
         assert_eq!(claimed(leases.spend(&[&rpm], now)), (true, vec![]));
+    }
+
+    #[test]
+    fn a_top_up_leases_as_much_as_the_request_that_claimed_it() {
+        let leases = Leases::default();
+        let tpm = limit("tpm", 8_000_000, 300);
+        let Spent::Miss(keys) = leases.spend(&[&tpm], Instant::now()) else {
+            panic!("nothing leased yet");
+        };
+        assert_eq!(keys, [("tpm".to_string(), 300 * 32)]);
     }
 }
