@@ -9,33 +9,16 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::cluster::{eventually, redis_available, write_config, Redis, Replica};
 use support::mock_upstream::{MockUpstream, Reply};
-use support::proxy::http;
+use support::proxy::{config_for, http};
 
 /// A routes.toml for replicas: route `main` over `upstreams` in order,
 /// `[cluster]` on `HERMES_REDIS_URL`, the store in `dir`; `extra` appended.
 fn config(dir: &std::path::Path, upstreams: &[(&str, &str)], extra: &str) -> String {
-    let mut toml = String::from(
-        "[defaults]\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"\n\n\
-         [cluster]\nredis_url_env = \"HERMES_REDIS_URL\"\n\n",
-    );
-    toml.push_str(&format!(
-        "[store]\npath = \"{}\"\n\n",
+    let shared = format!(
+        "[cluster]\nredis_url_env = \"HERMES_REDIS_URL\"\n\n[store]\npath = \"{}\"\n\n",
         dir.join(format!("{}.db", rand_name())).display()
-    ));
-    for (name, url) in upstreams {
-        toml.push_str(&format!(
-            "[providers.{name}]\nkind = \"openai\"\nbase_url = \"{url}\"\n\n"
-        ));
-    }
-    toml.push_str("[routes.main]\ntargets = [\n");
-    for (name, _) in upstreams {
-        toml.push_str(&format!(
-            "  {{ provider = \"{name}\", model = \"{name}-model\" }},\n"
-        ));
-    }
-    toml.push_str("]\n");
-    toml.push_str(extra);
-    toml
+    );
+    config_for(upstreams, &(shared + extra))
 }
 
 fn rand_name() -> String {

@@ -397,6 +397,17 @@ fn start_replica(dir: &std::path::Path, redis: &Redis, text: &str) -> Replica {
     )
 }
 
+/// Two replicas of `text`, each sharing state through Redis already.
+async fn two_replicas(dir: &std::path::Path, redis: &Redis, text: &str) -> (Replica, Replica) {
+    let (a, b) = (
+        start_replica(dir, redis, text),
+        start_replica(dir, redis, text),
+    );
+    up_on(&a).await;
+    up_on(&b).await;
+    (a, b)
+}
+
 async fn up_on(replica: &Replica) {
     eventually(
         Duration::from_secs(3),
@@ -468,12 +479,7 @@ async fn a_response_made_through_one_replica_is_read_and_continued_through_anoth
     let dir = tempfile::tempdir().unwrap();
     // A generous timeout, so that Redis holding a write is slow, not down.
     let text = replica_config(&up.base_url(), "", "timeout = \"2s\"", "");
-    let (a, b) = (
-        start_replica(dir.path(), &redis, &text),
-        start_replica(dir.path(), &redis, &text),
-    );
-    up_on(&a).await;
-    up_on(&b).await;
+    let (a, b) = two_replicas(dir.path(), &redis, &text).await;
 
     up.push(Reply::chat("Hello Ada."));
     hold_writes(&redis, 300);
@@ -621,12 +627,7 @@ async fn an_agent_session_and_its_memory_continue_on_the_other_replica() {
     std::fs::write(ws.path().join("notes.md"), "ship it").unwrap();
     let (route, agent) = agent_route(ws.path());
     let text = replica_config(&up.base_url(), &route, "timeout = \"2s\"", &agent);
-    let (a, b) = (
-        start_replica(dir.path(), &redis, &text),
-        start_replica(dir.path(), &redis, &text),
-    );
-    up_on(&a).await;
-    up_on(&b).await;
+    let (a, b) = two_replicas(dir.path(), &redis, &text).await;
     let chat = |replica: &Replica, messages: Value, stream: bool| {
         http()
             .post(replica.url("/v1/chat/completions"))
@@ -739,12 +740,7 @@ async fn with_redis_killed_responses_are_still_stored_and_continued_on_the_same_
     up.set_default(Reply::chat("Noted."));
     let dir = tempfile::tempdir().unwrap();
     let text = replica_config(&up.base_url(), "", "", "");
-    let (a, b) = (
-        start_replica(dir.path(), &redis, &text),
-        start_replica(dir.path(), &redis, &text),
-    );
-    up_on(&a).await;
-    up_on(&b).await;
+    let (a, b) = two_replicas(dir.path(), &redis, &text).await;
     let (status, before) = post(
         &a,
         "/v1/responses",
@@ -831,12 +827,7 @@ async fn reasoning_kept_or_learned_by_one_replica_serves_the_others() {
     let up = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let text = replica_config(&up.base_url(), "", "", "");
-    let (a, b) = (
-        start_replica(dir.path(), &redis, &text),
-        start_replica(dir.path(), &redis, &text),
-    );
-    up_on(&a).await;
-    up_on(&b).await;
+    let (a, b) = two_replicas(dir.path(), &redis, &text).await;
     let tools = json!([{"type": "function", "function": {"name": "get_weather",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
     let ask = json!({"role": "user", "content": "Weather in Paris?"});
@@ -930,12 +921,7 @@ async fn a_summary_written_by_one_replica_is_reused_by_another() {
         "model = \"up-model\" }",
         "model = \"up-model\", context_window = 8192 }",
     );
-    let (a, b) = (
-        start_replica(dir.path(), &redis, &text),
-        start_replica(dir.path(), &redis, &text),
-    );
-    up_on(&a).await;
-    up_on(&b).await;
+    let (a, b) = two_replicas(dir.path(), &redis, &text).await;
     // A long agent conversation: only a summary of its middle fits 8k.
     let mut conversation = vec![json!({"role": "system", "content": "You are a coding agent."})];
     for i in 0..60 {

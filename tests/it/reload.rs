@@ -42,7 +42,7 @@ impl Drop for ConfigDir {
     }
 }
 
-fn config(routes: &[&str]) -> String {
+pub(crate) fn config(routes: &[&str]) -> String {
     let mut t = String::from("[server]\nadmin_key_env = \"ADMIN\"\n[providers.demo]\nkind = \"mock\"\nchunk_delay = \"0ms\"\n");
     for r in routes {
         t.push_str(&format!(
@@ -52,7 +52,7 @@ fn config(routes: &[&str]) -> String {
     t
 }
 
-async fn models(proxy: &Proxy) -> Vec<String> {
+pub(crate) async fn models(proxy: &Proxy) -> Vec<String> {
     let v: Value = http()
         .get(proxy.url("/v1/models"))
         .send()

@@ -13,9 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::support::proxy::{http, Proxy};
+use crate::reload::{config, models};
+use crate::support::proxy::Proxy;
 
 /// A ConfigMap volume as the kubelet's atomic writer keeps it.
 struct ConfigMapVolume {
@@ -74,33 +73,6 @@ impl ConfigMapVolume {
 
 fn symlink(target: &Path, link: &Path) {
     std::os::unix::fs::symlink(target, link).unwrap();
-}
-
-fn config(routes: &[&str]) -> String {
-    let mut t = String::from("[providers.demo]\nkind = \"mock\"\nchunk_delay = \"0ms\"\n");
-    for r in routes {
-        t.push_str(&format!(
-            "[routes.{r}]\ntargets = [{{ provider = \"demo\", model = \"{r}-model\" }}]\n"
-        ));
-    }
-    t
-}
-
-async fn models(proxy: &Proxy) -> Vec<String> {
-    let v: Value = http()
-        .get(proxy.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]
