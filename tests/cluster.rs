@@ -418,3 +418,39 @@ async fn the_shared_gcra_admits_a_burst_then_says_how_long_to_wait() {
     assert!(!a.is_up());
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn a_redis_slower_than_the_timeout_counts_as_down_until_it_answers_again() {
+    use hermes_proxy::cluster::gcra::Limit;
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let c = cluster_on(&redis.url(), "t");
+    let limit = Limit {
+        key: c.key("limit", &["key", "slow"]),
+        per_minute: 60,
+        burst: 3,
+        cost: 1,
+    };
+    let limit = std::slice::from_ref(&limit);
+    assert_eq!(c.admit(limit).await, Some(Ok(())));
+    // Redis stops answering for 3 s: the call gives up after the 50 ms
+    // timeout (the caller counts locally), and the next ones do not wait.
+    redis.command(&["CLIENT", "PAUSE", "3000", "ALL"]);
+    let started = std::time::Instant::now();
+    assert_eq!(c.admit(limit).await, None);
+    assert_eq!(c.admit(limit).await, None);
+    assert!(!c.is_up());
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    // When it answers again, the probe brings sharing back.
+    eventually(Duration::from_secs(10), "redis up again", || async {
+        c.is_up()
+    })
+    .await;
+    assert_eq!(c.admit(limit).await, Some(Ok(())));
+}
