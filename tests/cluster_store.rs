@@ -899,6 +899,46 @@ async fn reasoning_kept_or_learned_by_one_replica_serves_the_others() {
 }
 
 #[tokio::test]
+async fn a_turn_no_replica_kept_is_asked_of_redis_once() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = replica_config(&up.base_url(), "", "", "");
+    let (_a, b) = two_replicas(dir.path(), &redis, &text).await;
+    // A model that does not reason: its tool-call turns come back bare.
+    let history = json!([{"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_9",
+            "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_9", "content": "rain"}]);
+    let lookups = || {
+        let stats = redis.command(&["INFO", "commandstats"]);
+        let line = stats
+            .lines()
+            .find(|l| l.starts_with("cmdstat_mget:"))
+            .unwrap_or_default()
+            .to_owned();
+        line.split("calls=")
+            .nth(1)
+            .and_then(|r| r.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = lookups();
+    for _ in 0..3 {
+        let body = json!({"model": "main", "messages": history});
+        let (status, _) = post(&b, "/v1/chat/completions", "sk-team", body).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        lookups() - before,
+        1,
+        "asked once, then remembered as absent"
+    );
+}
+
+#[tokio::test]
 async fn a_summary_written_by_one_replica_is_reused_by_another() {
     if !redis_available() {
         return;

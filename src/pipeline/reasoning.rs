@@ -42,6 +42,8 @@ const FIELDS: [&str; 3] = ["reasoning_content", "thinking_blocks", "reasoning_de
 const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
 /// At most this much reasoning text is kept (entries weigh their size).
 const MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Turns remembered as kept by no replica, at most.
+const ABSENT_KEPT: u64 = 100_000;
 /// How often a replica reads what the others learned (when it is busy).
 pub const LEARNED_SYNC: Duration = Duration::from_secs(30);
 /// Where replicas keep kept reasoning and the learned sets (`Cluster` kinds).
@@ -53,6 +55,12 @@ const REFUSES_FORCED_TOOLS: &str = "refuses_forced_tools";
 /// reasoning, and which targets refuse what.
 pub struct Remembered {
     kept: moka::sync::Cache<u64, Arc<Map<String, Value>>>,
+    /// Turns the other replicas were asked for and had not kept (turns of a
+    /// model that does not reason, mostly): not asked again, so that a
+    /// tool-using conversation does not cost a round trip on every request.
+    /// A turn's reasoning is shared before its client can send it back, so
+    /// a miss stays a miss.
+    absent: moka::sync::Cache<u64, ()>,
     /// (provider, model) pairs that said an assistant tool-call turn needs
     /// `reasoning_content`, or refused a forced `tool_choice`.
     needs_reasoning: Learned,
@@ -86,6 +94,10 @@ impl Remembered {
                     serde_json::to_vec(&**v)
                         .map_or(u32::MAX, |b| b.len().min(u32::MAX as usize) as u32)
                 })
+                .time_to_live(KEPT_FOR)
+                .build(),
+            absent: moka::sync::Cache::builder()
+                .max_capacity(ABSENT_KEPT)
                 .time_to_live(KEPT_FOR)
                 .build(),
             needs_reasoning: Mutex::default(),
@@ -132,7 +144,7 @@ impl Remembered {
             .flatten()
             .filter(|m| m["role"] == "assistant" && !FIELDS.iter().any(|f| present(&m[*f])))
             .filter_map(|m| key(owner, m))
-            .filter(|k| !self.kept.contains_key(k))
+            .filter(|k| !self.kept.contains_key(k) && !self.absent.contains_key(k))
             .collect();
         missing.sort_unstable();
         missing.dedup();
@@ -145,8 +157,9 @@ impl Remembered {
         };
         for (key, text) in missing.into_iter().zip(found) {
             let fields = text.and_then(|t| serde_json::from_str::<Map<String, Value>>(&t).ok());
-            if let Some(fields) = fields.filter(|f| !f.is_empty()) {
-                self.kept.insert(key, Arc::new(fields));
+            match fields.filter(|f| !f.is_empty()) {
+                Some(fields) => self.kept.insert(key, Arc::new(fields)),
+                None => self.absent.insert(key, ()),
             }
         }
     }
