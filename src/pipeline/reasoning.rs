@@ -42,6 +42,9 @@ const FIELDS: [&str; 3] = ["reasoning_content", "thinking_blocks", "reasoning_de
 const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
 /// At most this much reasoning text is kept (entries weigh their size).
 const MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Built once: building a searcher costs more than searching an answer.
+static TOOL_CALLS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\"tool_calls\""));
 /// Turns remembered as kept by no replica, at most.
 const ABSENT_KEPT: u64 = 100_000;
 /// How often a replica reads what the others learned (when it is busy).
@@ -473,7 +476,7 @@ impl AttemptHook for ReasoningHook {
         match &mut success.answer {
             Answer::Json { body, .. } => {
                 // Most answers call no tool: look before parsing.
-                if memchr::memmem::find(body, b"\"tool_calls\"").is_none() {
+                if TOOL_CALLS.find(body).is_none() {
                     return;
                 }
                 if let Ok(completion) = serde_json::from_slice::<Value>(body) {

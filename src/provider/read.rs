@@ -2,11 +2,13 @@
 //! normalized when it must be), a stream's first event awaited, and each
 //! streamed event normalized for the client.
 
+use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{header, Response};
 use http_body_util::BodyExt;
+use memchr::memmem::Finder;
 use serde_json::{Map, Value};
 
 use super::{classify, Answer};
@@ -202,8 +204,8 @@ fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
         // Kimi's usage inside a choice, reasoning under another name: the
         // full path's business. A false alarm only costs that path.
         let unusual = choices.contains("\"reasoning\"")
-            || has_value(choices, "\"reasoning_details\"")
-            || has_value(choices, "\"usage\"");
+            || has_value(choices, &REASONING_DETAILS)
+            || has_value(choices, &USAGE);
         if unusual || !choices.starts_with('[') {
             return None;
         }
@@ -302,8 +304,8 @@ pub fn normalize_event(data: &str) -> Result<(Bytes, Option<Usage>), UpstreamErr
     let interesting = ["\"reasoning\"", "\"reasoning_details\""]
         .iter()
         .any(|k| data.contains(k))
-        || has_value(data, "\"usage\"")
-        || has_value(data, "\"error\"");
+        || has_value(data, &USAGE)
+        || has_value(data, &ERROR);
     if !interesting {
         return Ok((sse::data(data.as_bytes()), None));
     }
@@ -329,11 +331,18 @@ pub fn event_error(event: &Value) -> Option<UpstreamError> {
     classify::error_in_body(event, &http::HeaderMap::new(), SystemTime::now())
 }
 
+/// The keys looked for in every answer and stream event, each searcher
+/// built once: building one costs more than searching a short body.
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"usage\""));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
+static REASONING_DETAILS: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new("\"reasoning_details\""));
+
 /// Whether `key` appears in `json` with a value other than `null` (a
 /// textual look: a false positive only costs the parse it saves).
-fn has_value(json: &str, key: &str) -> bool {
-    memchr::memmem::find_iter(json.as_bytes(), key.as_bytes()).any(|at| {
-        let rest = json[at + key.len()..].trim_start();
+fn has_value(json: &str, key: &Finder<'_>) -> bool {
+    key.find_iter(json.as_bytes()).any(|at| {
+        let rest = json[at + key.needle().len()..].trim_start();
         let value = rest.strip_prefix(':').unwrap_or(rest).trim_start();
         !value.starts_with("null")
     })
@@ -345,14 +354,14 @@ mod tests {
 
     #[test]
     fn a_null_usage_or_error_is_not_worth_a_parse_but_any_other_is() {
-        assert!(!has_value(r#"{"choices":[],"usage":null}"#, "\"usage\""));
-        assert!(!has_value(r#"{"usage" : null, "error":null}"#, "\"error\""));
+        assert!(!has_value(r#"{"choices":[],"usage":null}"#, &USAGE));
+        assert!(!has_value(r#"{"usage" : null, "error":null}"#, &ERROR));
         assert!(has_value(
             r#"{"usage":null,"choices":[{"usage":{"prompt_tokens":1}}]}"#,
-            "\"usage\""
+            &USAGE
         ));
-        assert!(has_value(r#"{"usage": {"prompt_tokens":1}}"#, "\"usage\""));
-        assert!(has_value(r#"{"error":"busy"}"#, "\"error\""));
+        assert!(has_value(r#"{"usage": {"prompt_tokens":1}}"#, &USAGE));
+        assert!(has_value(r#"{"error":"busy"}"#, &ERROR));
         let chunk = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#;
         let (bytes, usage) = normalize_event(chunk).unwrap();
         assert_eq!(&bytes[..], &sse::data(chunk.as_bytes())[..]);
