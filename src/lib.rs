@@ -19,7 +19,9 @@
 //! - [`upstream`]: the pooled hyper client (rustls, HTTP/2 by ALPN); with an
 //!   address-filtering resolver for the agent's `web_fetch`
 //!
-//! Beneath them all: [`auth`], [`metrics`], [`store`] (stored responses: the
+//! Beneath them all: [`auth`], [`metrics`], [`cluster`] (what replicas share
+//! through Redis with `[cluster]`: cooldowns, limits, the store, caches;
+//! local state while Redis is away), [`store`] (stored responses: the
 //! embedded SQLite file), [`wire`] (dialects: parsing and
 //! encoding), [`error`], [`config`] (routes.toml, every error at once) and
 //! [`body`]. [`cli`] is the command line's other commands.
