@@ -10,8 +10,8 @@
 //! Cost: a round trip per request would halve a replica's throughput (two
 //! `EVALSHA` when both the provider and the key are limited; see
 //! benches/README.md), so a replica takes a few cells more than the request
-//! needs when the burst is large (a lease: at most [`LEASE_SHARE`] of the
-//! burst, [`LEASE_REQUESTS`] requests' worth) and spends them locally for up
+//! needs when the burst is large (a lease: at most 1/`LEASE_SHARE` of the
+//! burst, `LEASE_REQUESTS` requests' worth) and spends them locally for up
 //! to [`LEASE_FOR`]; one request tops a lease up in the background when it
 //! runs under half, so while traffic is steady no request waits on Redis.
 //! Leased cells are charged in Redis when taken, so the replicas never
