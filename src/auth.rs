@@ -107,7 +107,7 @@ impl Auth {
         if let Some(cluster) = &self.cluster {
             let per_minute = u64::from(rpm.get());
             let limit = Limit {
-                key: cluster.key("limit", &["key", &key.name]),
+                key: cluster.key("key_limit", &[&key.name]),
                 per_minute,
                 burst: per_minute,
                 cost: 1,

@@ -48,6 +48,8 @@ impl Note {
 /// Cooldowns queued for Redis beyond this are kept local (a replica that
 /// cannot keep up with its own 429s has bigger problems than sharing them).
 const OUTBOX: usize = 1024;
+/// How long connecting and subscribing may take.
+const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Starts sharing: returns where the local table sends its new cooldowns,
 /// and hands every other replica's to `adopt`.
@@ -91,21 +93,37 @@ async fn publish(cluster: Arc<Cluster>, mut outbox: mpsc::Receiver<Note>) {
 
 async fn subscribe(cluster: Arc<Cluster>, adopt: impl Fn(Note) + Send + Sync) {
     let channel = cluster.channel("cooldowns");
+    let mut returns = cluster.returns();
     loop {
-        if let Ok(mut pubsub) = cluster.pubsub().await {
-            if pubsub.subscribe(&channel).await.is_ok() {
-                // Subscribed first, read second: nothing published in
-                // between is missed (at worst one is adopted twice).
-                for note in current(&cluster).await {
-                    adopt(note);
-                }
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let note = serde_json::from_slice::<Note>(message.get_payload_bytes());
-                    match note {
-                        Ok(note) if note.replica != cluster.replica => adopt(note),
-                        _ => {}
+        returns.borrow_and_update();
+        // Bounded: a Redis that accepts and never answers must not keep
+        // this replica from trying again.
+        let subscribed = tokio::time::timeout(SUBSCRIBE_WITHIN, async {
+            let mut pubsub = cluster.pubsub().await.ok()?;
+            pubsub.subscribe(&channel).await.ok()?;
+            Some(pubsub)
+        });
+        if let Ok(Some(mut pubsub)) = subscribed.await {
+            // Subscribed first, read second: nothing published in between
+            // is missed (at worst one is adopted twice).
+            for note in current(&cluster).await {
+                adopt(note);
+            }
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    message = messages.next() => {
+                        let Some(message) = message else { break };
+                        let note = serde_json::from_slice::<Note>(message.get_payload_bytes());
+                        match note {
+                            Ok(note) if note.replica != cluster.replica => adopt(note),
+                            _ => {}
+                        }
                     }
+                    // Redis was away (this connection may be a dead one) and
+                    // is back: subscribe again, and read what was missed
+                    // (the read above finds nothing while Redis counts as down).
+                    _ = returns.changed() => break,
                 }
             }
         }

@@ -107,12 +107,44 @@ pub struct Limit {
 #[derive(Default)]
 pub(crate) struct Leases(Mutex<HashMap<String, Lease>>);
 
+#[derive(Default)]
 struct Lease {
     cells: u64,
-    until: Instant,
+    /// None: nothing leased yet.
+    until: Option<Instant>,
     /// A request is fetching more: the others spend what is left, or ask
     /// Redis for their own cost only, so a crowd brings back one lease.
     refilling: bool,
+    /// Requests' worth the next lease holds: 0 (counted exactly) while the
+    /// key is quiet, doubling while round trips come less than
+    /// [`LEASE_FOR`] apart, halved when a lease expired unspent; so a slow
+    /// key wastes no cells and a busy one makes few round trips.
+    scale: u64,
+    last_trip: Option<Instant>,
+}
+
+impl Lease {
+    fn live(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| until > now)
+    }
+
+    /// The cells a refill should lease for `limit` now, adapting the scale.
+    fn next(&mut self, limit: &Limit, now: Instant) -> u64 {
+        let busy = self
+            .last_trip
+            .is_some_and(|at| now.saturating_duration_since(at) < LEASE_FOR);
+        self.scale = if !self.live(now) && self.cells > 0 {
+            self.scale / 2
+        } else if busy {
+            (self.scale * 2).clamp(1, LEASE_REQUESTS)
+        } else {
+            0
+        };
+        self.last_trip = Some(now);
+        limit
+            .lease()
+            .min(limit.cost.max(1).saturating_mul(self.scale))
+    }
 }
 
 /// What the leases said of a request.
@@ -165,22 +197,21 @@ impl Leases {
         let covered = limits.iter().all(|l| {
             leases
                 .get(&l.key)
-                .is_some_and(|lease| lease.until > now && lease.cells >= l.cost)
+                .is_some_and(|lease| lease.live(now) && lease.cells >= l.cost)
         });
         let mut claimed = Vec::new();
         for limit in limits {
-            let lease = leases.entry(limit.key.clone()).or_insert(Lease {
-                cells: 0,
-                until: now,
-                refilling: false,
-            });
+            let lease = leases.entry(limit.key.clone()).or_default();
             if covered {
                 lease.cells -= limit.cost;
             }
-            let low = lease.until <= now || lease.cells < limit.lease() / 2 + limit.cost;
+            let low = !lease.live(now) || lease.cells < limit.lease() / 2 + limit.cost;
             if limit.lease() > 0 && low && !lease.refilling {
-                lease.refilling = true;
-                claimed.push((limit.key.clone(), limit.lease()));
+                let cells = lease.next(limit, now);
+                if cells > 0 {
+                    lease.refilling = true;
+                    claimed.push((limit.key.clone(), cells));
+                }
             }
         }
         if covered {
@@ -191,19 +222,15 @@ impl Leases {
     }
 
     fn keep(&self, limits: &[&Limit], leased: &[u64], now: Instant) {
+        // One entry per limited provider and client key: bounded by the config.
         let mut leases = self.lock();
-        leases.retain(|_, lease| lease.until > now || lease.refilling);
         for (limit, cells) in limits.iter().zip(leased).filter(|(_, c)| **c > 0) {
-            let lease = leases.entry(limit.key.clone()).or_insert(Lease {
-                cells: 0,
-                until: now,
-                refilling: false,
-            });
-            if lease.until <= now {
+            let lease = leases.entry(limit.key.clone()).or_default();
+            if !lease.live(now) {
                 lease.cells = 0; // given up
             }
             lease.cells = lease.cells.saturating_add(*cells);
-            lease.until = now + LEASE_FOR;
+            lease.until = Some(now + LEASE_FOR);
         }
     }
 }
@@ -296,20 +323,63 @@ mod tests {
         }
     }
 
+    fn claimed(spent: Spent) -> (bool, Vec<(String, u64)>) {
+        match spent {
+            Spent::Local(keys) => (true, keys),
+            Spent::Miss(keys) => (false, keys),
+        }
+    }
+
+    /// The refill a request claimed is over (its `Refill` guard dropped).
+    fn refilled(leases: &Leases, key: &str) {
+        leases.lock().get_mut(key).unwrap().refilling = false;
+    }
+
     #[test]
-    fn a_lease_is_a_small_share_of_a_large_burst_and_none_of_a_small_one() {
+    fn a_lease_is_at_most_a_small_share_of_a_large_burst_and_none_of_a_small_one() {
         assert_eq!(limit("k", 7, 1).lease(), 0); // counted exactly
         assert_eq!(limit("k", 80, 1).lease(), 10);
         assert_eq!(limit("k", 100_000, 1).lease(), 32);
         assert_eq!(limit("k", 1_000_000, 500).lease(), 16_000); // tokens
     }
 
-    fn claimed(spent: Spent) -> (bool, Vec<String>) {
-        let (local, keys) = match spent {
-            Spent::Local(keys) => (true, keys),
-            Spent::Miss(keys) => (false, keys),
-        };
-        (local, keys.into_iter().map(|(key, _)| key).collect())
+    #[test]
+    fn a_quiet_key_is_counted_exactly_and_a_busy_one_leases_more_each_trip() {
+        let leases = Leases::default();
+        let rpm = limit("rpm", 8000, 1);
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // The first request, and one after a quiet second: no lease.
+        assert_eq!(claimed(leases.spend(&[&rpm], t0)), (false, vec![]));
+        assert_eq!(claimed(leases.spend(&[&rpm], ms(1500))), (false, vec![]));
+        // Round trips less than LEASE_FOR apart: 1, 2, 4, ... up to 32 requests' worth.
+        let mut sizes = Vec::new();
+        for n in 1..=7 {
+            let (local, keys) = claimed(leases.spend(&[&rpm], ms(1500 + n * 10)));
+            assert!(!local);
+            sizes.push(keys[0].1);
+            refilled(&leases, "rpm");
+        }
+        assert_eq!(sizes, [1, 2, 4, 8, 16, 32, 32]);
+    }
+
+    #[test]
+    fn a_lease_that_expired_unspent_halves_the_next() {
+        let leases = Leases::default();
+        let rpm = limit("rpm", 8000, 1);
+        let t0 = Instant::now();
+        for n in 0..4 {
+            drop(leases.spend(&[&rpm], t0 + Duration::from_millis(n)));
+            refilled(&leases, "rpm");
+        }
+        // Scale is 4 now; a lease of 4 that nobody spends expires ...
+        leases.keep(&[&rpm], &[4], t0);
+        let later = t0 + LEASE_FOR + Duration::from_millis(1);
+        // ... and the next request leases 2.
+        assert_eq!(
+            claimed(leases.spend(&[&rpm], later)),
+            (false, vec![("rpm".into(), 2)])
+        );
     }
 
     #[test]
@@ -317,14 +387,9 @@ mod tests {
         let leases = Leases::default();
         let (rpm, tpm) = (limit("rpm", 8000, 1), limit("tpm", 8_000_000, 300));
         let now = Instant::now();
-        assert_eq!(
-            claimed(leases.spend(&[&rpm, &tpm], now)),
-            (false, vec!["rpm".into(), "tpm".into()])
-        );
         leases.keep(&[&rpm, &tpm], &[2, 1000], now);
-        // Spent locally; the claims are still held by the first request.
-        assert_eq!(claimed(leases.spend(&[&rpm, &tpm], now)), (true, vec![]));
-        assert_eq!(claimed(leases.spend(&[&rpm, &tpm], now)), (true, vec![]));
+        assert!(claimed(leases.spend(&[&rpm, &tpm], now)).0);
+        assert!(claimed(leases.spend(&[&rpm, &tpm], now)).0);
         // tpm has 400 left, rpm none: neither is spent.
         assert!(!claimed(leases.spend(&[&rpm, &tpm], now)).0);
         assert!(claimed(leases.spend(&[&tpm], now)).0);
@@ -338,40 +403,33 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_running_low_is_claimed_for_a_top_up_by_one_request() {
+    fn one_request_tops_a_low_lease_up_while_the_others_spend_it() {
         let leases = Leases::default();
         let (rpm, small) = (limit("rpm", 8000, 1), limit("small", 7, 1));
         let now = Instant::now();
-        // A burst under 8 is never leased, so never claimed.
-        assert_eq!(
-            claimed(leases.spend(&[&rpm, &small], now)),
-            (false, vec!["rpm".into()])
-        );
-        assert_eq!(
-            claimed(leases.spend(&[&rpm], now)),
-            (false, vec![]),
-            "being refilled"
-        );
-        leases.lock().get_mut("rpm").unwrap().refilling = false; // the refill ended
+        drop(leases.spend(&[&rpm], now));
+        let (_, first) = claimed(leases.spend(&[&rpm, &small], now));
+        // A burst under 8 is never leased; the other request waits its turn.
+        assert_eq!(first, [("rpm".to_string(), 1)]);
+        assert_eq!(claimed(leases.spend(&[&rpm], now)), (false, vec![]));
+        refilled(&leases, "rpm");
         leases.keep(&[&rpm], &[32], now);
         // Above half (16 + this one) it is spent quietly; below, claimed once.
         for _ in 0..15 {
             assert_eq!(claimed(leases.spend(&[&rpm], now)), (true, vec![]));
         }
-        assert_eq!(
-            claimed(leases.spend(&[&rpm], now)),
-            (true, vec!["rpm".into()])
-        );
+        let (local, keys) = claimed(leases.spend(&[&rpm], now));
+        assert!(local && keys.len() == 1 && keys[0].0 == "rpm", "{keys:?}");
         assert_eq!(claimed(leases.spend(&[&rpm], now)), (true, vec![]));
     }
 
     #[test]
-    fn a_top_up_leases_as_much_as_the_request_that_claimed_it() {
+    fn a_lease_is_sized_by_the_cost_of_the_request_that_claims_it() {
         let leases = Leases::default();
         let tpm = limit("tpm", 8_000_000, 300);
-        let Spent::Miss(keys) = leases.spend(&[&tpm], Instant::now()) else {
-            panic!("nothing leased yet");
-        };
-        assert_eq!(keys, [("tpm".to_string(), 300 * 32)]);
+        let now = Instant::now();
+        drop(leases.spend(&[&tpm], now));
+        let (_, keys) = claimed(leases.spend(&[&tpm], now));
+        assert_eq!(keys, [("tpm".to_string(), 300)]);
     }
 }

@@ -46,6 +46,12 @@ pub struct Cluster {
     /// This process, so that it can skip its own broadcasts.
     pub replica: String,
     leases: gcra::Leases,
+    born: std::time::Instant,
+    /// The minute (since `born`, from 1) a refusal was last logged.
+    refusal_said: std::sync::atomic::AtomicU64,
+    /// Counts Redis coming back after being down: the subscriber then
+    /// subscribes again and reads what it missed.
+    returns: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -87,6 +93,9 @@ impl Cluster {
             gauge,
             replica: replica_id(),
             leases: gcra::Leases::default(),
+            returns: tokio::sync::watch::Sender::new(0),
+            born: std::time::Instant::now(),
+            refusal_said: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(probe(Arc::downgrade(&cluster)));
         Some(cluster)
@@ -126,8 +135,16 @@ impl Cluster {
         match tokio::time::timeout(self.timeout, call(self.conn.clone())).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(err)) if !unreachable(&err) => {
-                // Redis answered: it is up, this one command was refused.
-                tracing::warn!("redis refused a command: {}", err.category());
+                // Redis answered: it is up, this one command was refused
+                // (out of memory, read-only...). Said once a minute, not
+                // once a request.
+                let minute = self.born.elapsed().as_secs() / 60 + 1;
+                if self.refusal_said.swap(minute, Ordering::Relaxed) != minute {
+                    tracing::warn!(
+                        "redis refuses commands ({}): this replica uses its local state for them",
+                        err.category()
+                    );
+                }
                 None
             }
             Ok(Err(err)) => {
@@ -164,8 +181,14 @@ impl Cluster {
     fn came_up(&self) {
         if !self.up.swap(true, Ordering::Relaxed) {
             tracing::info!("redis is back: sharing state with the other replicas again");
+            self.returns.send_modify(|n| *n += 1);
         }
         self.gauge.set(1);
+    }
+
+    /// Changes each time Redis comes back after being down.
+    pub(crate) fn returns(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.returns.subscribe()
     }
 }
 

@@ -45,8 +45,11 @@ const MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Built once: building a searcher costs more than searching an answer.
 static TOOL_CALLS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\"tool_calls\""));
-/// Turns remembered as kept by no replica, at most.
+/// Turns remembered as kept by no replica, at most, and for how long: a
+/// turn's reasoning is written to Redis off the answer's path, so a client
+/// quick enough to beat it is not shut out for longer than this.
 const ABSENT_KEPT: u64 = 100_000;
+const ABSENT_FOR: Duration = Duration::from_secs(300);
 /// How often a replica reads what the others learned (when it is busy).
 pub const LEARNED_SYNC: Duration = Duration::from_secs(30);
 /// Where replicas keep kept reasoning and the learned sets (`Cluster` kinds).
@@ -61,8 +64,6 @@ pub struct Remembered {
     /// Turns the other replicas were asked for and had not kept (turns of a
     /// model that does not reason, mostly): not asked again, so that a
     /// tool-using conversation does not cost a round trip on every request.
-    /// A turn's reasoning is shared before its client can send it back, so
-    /// a miss stays a miss.
     absent: moka::sync::Cache<u64, ()>,
     /// (provider, model) pairs that said an assistant tool-call turn needs
     /// `reasoning_content`, or refused a forced `tool_choice`.
@@ -101,7 +102,7 @@ impl Remembered {
                 .build(),
             absent: moka::sync::Cache::builder()
                 .max_capacity(ABSENT_KEPT)
-                .time_to_live(KEPT_FOR)
+                .time_to_live(ABSENT_FOR)
                 .build(),
             needs_reasoning: Mutex::default(),
             refuses_forced_tools: Mutex::default(),

@@ -84,7 +84,7 @@ impl ProviderLimits {
     fn shared(&self, cluster: &Cluster, provider: &str, requests: u64, tokens: u32) -> Vec<Limit> {
         let (rpm, tpm) = self.settings;
         let limit = |name: &str, per_minute: u64, cost: u64| Limit {
-            key: cluster.key("limit", &[provider, name]),
+            key: cluster.key("provider_limit", &[provider, name]),
             per_minute,
             burst: burst(per_minute),
             cost,
