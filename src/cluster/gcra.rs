@@ -9,15 +9,18 @@
 //!
 //! Cost: a round trip per request would halve a replica's throughput (two
 //! `EVALSHA` when both the provider and the key are limited; see
-//! benches/README.md), so a replica takes a few cells more than the request
-//! needs when the burst is large (a lease: at most 1/`LEASE_SHARE` of the
-//! burst, `LEASE_REQUESTS` requests' worth) and spends them locally for up
-//! to [`LEASE_FOR`]; one request tops a lease up in the background when it
-//! runs under half, so while traffic is steady no request waits on Redis.
-//! Leased cells are charged in Redis when taken, so the replicas never
-//! admit more than one would; at worst a lease that expires unspent refuses
-//! a little early. A burst too small to share (under `LEASE_SHARE` cells)
-//! is counted exactly: one round trip per request.
+//! benches/README.md), so a busy replica takes a few cells more than the
+//! request needs when the burst is large (a lease: none while the key is
+//! quiet, doubling while round trips come within [`LEASE_FOR`], at most
+//! 1/`LEASE_SHARE` of the burst and `LEASE_REQUESTS` requests' worth;
+//! halved when one expires unspent, so a slow key wastes nothing) and
+//! spends them locally for up to [`LEASE_FOR`]; one request tops a lease up
+//! in the background when it runs under half, so while traffic is steady no
+//! request waits on Redis. Leased cells are charged in Redis when taken, so
+//! the replicas never admit more than one would; at worst a lease that
+//! expires unspent refuses a little early. A burst too small to share
+//! (under `LEASE_SHARE` cells) is counted exactly: one round trip per
+//! request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
