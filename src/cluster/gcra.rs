@@ -204,7 +204,7 @@ impl Leases {
         });
         let mut claimed = Vec::new();
         for limit in limits {
-            let lease = leases.entry(limit.key.clone()).or_default();
+            let lease = entry(&mut leases, &limit.key);
             if covered {
                 lease.cells -= limit.cost;
             }
@@ -228,7 +228,7 @@ impl Leases {
         // One entry per limited provider and client key: bounded by the config.
         let mut leases = self.lock();
         for (limit, cells) in limits.iter().zip(leased).filter(|(_, c)| **c > 0) {
-            let lease = leases.entry(limit.key.clone()).or_default();
+            let lease = entry(&mut leases, &limit.key);
             if !lease.live(now) {
                 lease.cells = 0; // given up
             }
@@ -236,6 +236,15 @@ impl Leases {
             lease.until = Some(now + LEASE_FOR);
         }
     }
+}
+
+/// `key`'s lease, made empty on first use. Looked up by the borrowed key:
+/// `entry` would allocate a copy of it on every request.
+fn entry<'m>(leases: &'m mut HashMap<String, Lease>, key: &str) -> &'m mut Lease {
+    if !leases.contains_key(key) {
+        leases.insert(key.to_owned(), Lease::default());
+    }
+    leases.get_mut(key).expect("inserted above")
 }
 
 impl Limit {
