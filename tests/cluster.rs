@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::cluster::{eventually, redis_available, write_config, Redis, Replica};
+use support::cluster::{
+    eventually, library_cluster, redis_available, unique_name, write_config, Redis, Replica,
+};
 use support::mock_upstream::{MockUpstream, Reply};
 use support::proxy::{config_for, http};
 
@@ -16,19 +18,9 @@ use support::proxy::{config_for, http};
 fn config(dir: &std::path::Path, upstreams: &[(&str, &str)], extra: &str) -> String {
     let shared = format!(
         "[cluster]\nredis_url_env = \"HERMES_REDIS_URL\"\n\n[store]\npath = \"{}\"\n\n",
-        dir.join(format!("{}.db", rand_name())).display()
+        dir.join(format!("{}.db", unique_name())).display()
     );
     config_for(upstreams, &(shared + extra))
-}
-
-fn rand_name() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "r{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 /// `n` replicas of one config, each with its own store file.
@@ -44,7 +36,7 @@ fn replicas(
     env.push(("HERMES_REDIS_URL", &url));
     (0..n)
         .map(|_| {
-            let path = write_config(dir.path(), &format!("{}.toml", rand_name()), &text());
+            let path = write_config(dir.path(), &format!("{}.toml", unique_name()), &text());
             Replica::start(&path, &env)
         })
         .collect()
@@ -297,41 +289,14 @@ async fn redis_killed_mid_load_fails_no_request_and_sharing_resumes_after_restar
     }
 }
 
-/// The cluster of one process, straight from the library.
+/// The cluster handle of one process, straight from the library.
 fn cluster_on(url: &str, prefix: &str) -> std::sync::Arc<hermes_proxy::cluster::Cluster> {
-    let settings = hermes_proxy::config::Cluster {
-        redis_url_env: "HERMES_REDIS_URL".into(),
-        redis_url: Some(hermes_proxy::config::Secret::new(url.into())),
-        prefix: prefix.into(),
-        timeout: Duration::from_millis(50),
-    };
-    let gauge = prometheus::IntGauge::new("up", "test").unwrap();
-    hermes_proxy::cluster::Cluster::new(&settings, gauge).unwrap()
+    library_cluster(url, prefix, Duration::from_millis(50))
 }
 
-/// Scripts Redis has run (EVAL and EVALSHA), not counting the refused ones
-/// (the first EVALSHA of a fresh Redis fails with NOSCRIPT).
+/// Scripts Redis has run (EVAL and EVALSHA).
 fn scripts_run(redis: &Redis) -> u64 {
-    let stats = redis.command(&["INFO", "commandstats"]);
-    let field = |line: &str, name: &str| -> u64 {
-        let at = line
-            .find(&format!(",{name}="))
-            .or_else(|| line.find(&format!(":{name}=")));
-        at.and_then(|at| {
-            line[at + name.len() + 2..]
-                .split(',')
-                .next()?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-    };
-    stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .map(|l| field(l, "calls") - field(l, "failed_calls") - field(l, "rejected_calls"))
-        .sum()
+    redis.calls(&["evalsha", "eval"])
 }
 
 #[tokio::test]

@@ -12,13 +12,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hermes_proxy::cluster::store::SharedStore;
 use hermes_proxy::cluster::Cluster;
-use hermes_proxy::config::{self, Secret};
+use hermes_proxy::config;
 use hermes_proxy::store::embedded::Embedded;
-use hermes_proxy::store::{Kind, Page, ResponseStore, StoredResponse};
+use hermes_proxy::store::{Kind, Page, ResponseStore};
 use serde_json::{json, Value};
-use support::cluster::{eventually, redis_available, write_config, Redis, Replica};
+use support::cluster::{
+    eventually, library_cluster, redis_available, unique_name, write_config, Redis, Replica,
+};
 use support::mock_upstream::{data_event, MockUpstream, Reply};
 use support::proxy::{http, sse_data};
+use support::stored::response;
 
 const DAY: u64 = 24 * 3600;
 
@@ -27,16 +30,6 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn unique() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "r{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 // ---- The library against a real Redis ----
@@ -48,14 +41,7 @@ fn cluster(url: &str, prefix: &str) -> Arc<Cluster> {
 
 /// The same with another `[cluster] timeout`.
 fn cluster_within(url: &str, prefix: &str, timeout: Duration) -> Arc<Cluster> {
-    let settings = config::Cluster {
-        redis_url_env: "HERMES_REDIS_URL".into(),
-        redis_url: Some(Secret::new(url.into())),
-        prefix: prefix.into(),
-        timeout,
-    };
-    let gauge = prometheus::IntGauge::new("up", "up").unwrap();
-    Cluster::new(&settings, gauge).expect("a cluster")
+    library_cluster(url, prefix, timeout)
 }
 
 /// One replica's store: its own embedded file in `dir`, shared through
@@ -69,7 +55,7 @@ fn store(
     let settings = config::Store {
         path: dir
             .path()
-            .join(format!("{}.db", unique()))
+            .join(format!("{}.db", unique_name()))
             .display()
             .to_string(),
         max_responses,
@@ -77,20 +63,6 @@ fn store(
     };
     let local: Arc<dyn ResponseStore> = Arc::new(Embedded::open(&settings).unwrap());
     SharedStore::new(cluster.clone(), local, &settings)
-}
-
-fn response(id: &str, owner: &str, created_at: u64) -> StoredResponse {
-    StoredResponse {
-        id: id.into(),
-        owner: owner.into(),
-        created_at,
-        input: json!([
-            {"id": format!("{id}_in1"), "type": "message", "role": "user", "content": "hi"},
-            {"id": format!("{id}_in2"), "type": "message", "role": "user", "content": "again"},
-        ])
-        .to_string(),
-        response: json!({"id": id, "object": "response", "status": "completed"}).to_string(),
-    }
 }
 
 /// An integer reply of `Redis::command` (`:42\r\n`).
@@ -292,7 +264,7 @@ async fn without_redis_a_replica_keeps_and_reads_its_own_and_a_redis_miss_falls_
     // Back, but empty: Redis does not know the id, A's own copy answers.
     redis.restart();
     eventually(Duration::from_secs(3), "redis back", || async {
-        let made = response(&unique(), "k", now());
+        let made = response(&unique_name(), "k", now());
         a.put(made.clone()).await.unwrap();
         b.get("k", &made.id).await.unwrap().is_some()
     })
@@ -341,12 +313,12 @@ async fn a_value_one_replica_remembers_is_recalled_by_another() {
     let other = cluster(&redis.url(), "other");
     a.remember(
         "summary",
-        "00ff",
+        0xff,
         "the summary".into(),
         Duration::from_secs(3600),
     );
     a.add_member("learned", "[\"p\",\"m\"]".into(), Duration::from_secs(DAY));
-    let keys = ["00ff".to_owned(), "0100".to_owned()];
+    let keys = [0xff, 0x100];
     eventually(Duration::from_secs(2), "B recalls A's value", || async {
         b.recall("summary", &keys).await == Some(vec![Some("the summary".into()), None])
     })
@@ -356,7 +328,7 @@ async fn a_value_one_replica_remembers_is_recalled_by_another() {
     })
     .await;
     assert_eq!(other.recall("summary", &keys).await, Some(vec![None, None]));
-    let left = integer(&redis.command(&["TTL", "hermes:summary:00ff"]));
+    let left = integer(&redis.command(&["TTL", "hermes:summary:00000000000000ff"]));
     assert!((3595..=3600).contains(&left), "{left}");
     let left = integer(&redis.command(&["TTL", "hermes:learned"]));
     assert!((DAY as i64 - 5..=DAY as i64).contains(&left), "{left}");
@@ -384,9 +356,9 @@ fn replica_config(upstream: &str, route: &str, cluster: &str, extra: &str) -> St
 /// A replica of `text`, with a store file of its own.
 fn start_replica(dir: &std::path::Path, redis: &Redis, text: &str) -> Replica {
     let url = redis.url();
-    let store = dir.join(format!("{}.db", unique()));
+    let store = dir.join(format!("{}.db", unique_name()));
     let text = text.replace("STORE_PATH", &store.display().to_string());
-    let path = write_config(dir, &format!("{}.toml", unique()), &text);
+    let path = write_config(dir, &format!("{}.toml", unique_name()), &text);
     Replica::start(
         &path,
         &[
@@ -913,18 +885,7 @@ async fn a_turn_no_replica_kept_is_asked_of_redis_once() {
         {"role": "assistant", "content": null, "tool_calls": [{"id": "call_9",
             "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "call_9", "content": "rain"}]);
-    let lookups = || {
-        let stats = redis.command(&["INFO", "commandstats"]);
-        let line = stats
-            .lines()
-            .find(|l| l.starts_with("cmdstat_mget:"))
-            .unwrap_or_default()
-            .to_owned();
-        line.split("calls=")
-            .nth(1)
-            .and_then(|r| r.split(',').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let lookups = || redis.calls(&["mget"]);
     let before = lookups();
     for _ in 0..3 {
         let body = json!({"model": "main", "messages": history});

@@ -3,14 +3,16 @@
 //! the agent loop's records (sessions, memory) and the errors of a store that
 //! cannot be opened.
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hermes_proxy::config;
 use hermes_proxy::store::embedded::{Clock, Embedded};
-use hermes_proxy::store::{Kind, Order, Page, ResponseStore, StoreError, StoredResponse};
-use serde_json::json;
+use hermes_proxy::store::{Kind, Order, Page, ResponseStore, StoreError};
+use support::stored::response;
 
 const DAY: u64 = 24 * 3600;
 
@@ -27,20 +29,6 @@ fn clock(start: u64) -> (Arc<AtomicU64>, Clock) {
     let now = Arc::new(AtomicU64::new(start));
     let read = now.clone();
     (now, Arc::new(move || read.load(Ordering::SeqCst)))
-}
-
-fn response(id: &str, owner: &str, created_at: u64) -> StoredResponse {
-    StoredResponse {
-        id: id.into(),
-        owner: owner.into(),
-        created_at,
-        input: json!([
-            {"id": format!("{id}_in1"), "type": "message", "role": "user", "content": "hi"},
-            {"id": format!("{id}_in2"), "type": "message", "role": "user", "content": "again"},
-        ])
-        .to_string(),
-        response: json!({"id": id, "object": "response", "status": "completed"}).to_string(),
-    }
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! A second level under a replica's own caches (conversation summaries, the
 //! reasoning round trip, learned per-target quirks): text values under a
-//! kind and a key, and sets of names, each with an expiry.
+//! kind and the local cache's own `u64` key, and sets of names, each with an
+//! expiry.
 //!
 //! The caller keeps its local cache as the first level and asks here only
 //! on a local miss (one round trip for many keys, bounded by `[cluster]
@@ -14,13 +15,13 @@ use super::Cluster;
 impl Cluster {
     /// The values kept under `keys` of `kind`, in one round trip: one entry
     /// per key, None where nothing is kept. None: Redis is not there.
-    pub async fn recall(&self, kind: &str, keys: &[String]) -> Option<Vec<Option<String>>> {
+    pub async fn recall(&self, kind: &str, keys: &[u64]) -> Option<Vec<Option<String>>> {
         if keys.is_empty() {
             return Some(Vec::new());
         }
         let mut get = redis::cmd("MGET");
         for key in keys {
-            get.arg(self.key(kind, &[key]));
+            get.arg(self.cache_key(kind, *key));
         }
         let values: Vec<Option<String>> = self
             .run(|mut conn| async move { get.query_async(&mut conn).await })
@@ -29,11 +30,11 @@ impl Cluster {
     }
 
     /// Keeps `value` under `key` of `kind` for `ttl`, in the background.
-    pub fn remember(self: &Arc<Self>, kind: &str, key: &str, value: String, ttl: Duration) {
+    pub fn remember(self: &Arc<Self>, kind: &str, key: u64, value: String, ttl: Duration) {
         if !self.is_up() {
             return;
         }
-        let key = self.key(kind, &[key]);
+        let key = self.cache_key(kind, key);
         let cluster = self.clone();
         tokio::spawn(async move {
             let mut set = redis::cmd("SET");
@@ -42,6 +43,10 @@ impl Cluster {
                 .run(|mut conn| async move { set.query_async::<()>(&mut conn).await })
                 .await
         });
+    }
+
+    fn cache_key(&self, kind: &str, key: u64) -> String {
+        self.key(kind, &[&format!("{key:016x}")])
     }
 
     /// Adds `member` to the set `kind`, whose expiry becomes `ttl` from now,

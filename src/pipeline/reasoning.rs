@@ -129,7 +129,7 @@ impl Remembered {
         }
         if let Some(cluster) = &self.cluster {
             let text = serde_json::to_string(&fields).unwrap_or_default();
-            cluster.remember(SHARED, &format!("{key:016x}"), text, KEPT_FOR);
+            cluster.remember(SHARED, key, text, KEPT_FOR);
         }
         self.kept.insert(key, Arc::new(fields));
     }
@@ -155,8 +155,7 @@ impl Remembered {
         if missing.is_empty() {
             return;
         }
-        let names: Vec<String> = missing.iter().map(|k| format!("{k:016x}")).collect();
-        let Some(found) = cluster.recall(SHARED, &names).await else {
+        let Some(found) = cluster.recall(SHARED, &missing).await else {
             return;
         };
         for (key, text) in missing.into_iter().zip(found) {

@@ -80,6 +80,34 @@ impl Redis {
         }
     }
 
+    /// How many times Redis ran each of `commands` (lower case, as
+    /// `INFO commandstats` names them) without refusing it: the first
+    /// EVALSHA of a fresh Redis fails with NOSCRIPT, for one.
+    pub fn calls(&self, commands: &[&str]) -> u64 {
+        let stats = self.command(&["INFO", "commandstats"]);
+        let field = |line: &str, name: &str| -> u64 {
+            let at = (line.find(&format!(",{name}="))).or_else(|| line.find(&format!(":{name}=")));
+            at.and_then(|at| {
+                line[at + name.len() + 2..]
+                    .split(',')
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+        };
+        stats
+            .lines()
+            .filter(|l| {
+                commands
+                    .iter()
+                    .any(|c| l.starts_with(&format!("cmdstat_{c}:")))
+            })
+            .map(|l| field(l, "calls") - field(l, "failed_calls") - field(l, "rejected_calls"))
+            .sum()
+    }
+
     /// A command through redis-cli-free plain RESP, for assertions.
     pub fn command(&self, args: &[&str]) -> String {
         use std::io::{Read, Write};
@@ -190,6 +218,34 @@ impl Drop for Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A replica's cluster handle straight from the library, on `url` under
+/// `prefix`.
+pub fn library_cluster(
+    url: &str,
+    prefix: &str,
+    timeout: Duration,
+) -> Arc<hermes_proxy::cluster::Cluster> {
+    let settings = hermes_proxy::config::Cluster {
+        redis_url_env: "HERMES_REDIS_URL".into(),
+        redis_url: Some(hermes_proxy::config::Secret::new(url.into())),
+        prefix: prefix.into(),
+        timeout,
+    };
+    let gauge = prometheus::IntGauge::new("up", "up").unwrap();
+    hermes_proxy::cluster::Cluster::new(&settings, gauge).expect("a cluster")
+}
+
+/// A name no other in this test process has (for config and store files).
+pub fn unique_name() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "r{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Writes `text` as a config file in `dir`.

@@ -4,3 +4,4 @@ pub mod cluster;
 pub mod mock_upstream;
 pub mod proxy;
 pub mod raw_http;
+pub mod stored;

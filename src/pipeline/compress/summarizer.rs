@@ -62,8 +62,7 @@ impl Summarizer for RoutedSummarizer<'_> {
         if missing.is_empty() {
             return;
         }
-        let names: Vec<String> = missing.iter().map(|key| format!("{key:016x}")).collect();
-        let Some(found) = cluster.recall(SHARED, &names).await else {
+        let Some(found) = cluster.recall(SHARED, &missing).await else {
             return;
         };
         for (key, summary) in missing.into_iter().zip(found) {
@@ -107,8 +106,7 @@ impl Summarizer for RoutedSummarizer<'_> {
         };
         self.handles.summaries.insert(key, summary.clone());
         if let Some(cluster) = &self.handles.cluster {
-            let name = format!("{key:016x}");
-            cluster.remember(SHARED, &name, summary.clone(), SUMMARIES_KEPT_FOR);
+            cluster.remember(SHARED, key, summary.clone(), SUMMARIES_KEPT_FOR);
         }
         Ok(summary)
     }
