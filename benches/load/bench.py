@@ -796,15 +796,20 @@ def compare(args):
         results["targets"] = {t.name: {"ready_s": t.ready_s, "rss": t.rss} for t in targets}
         results["args"] = vars(args)
         report(results, targets, hermes, nginx)
-        out_dir = os.path.join(REPO, "target", "hermes-bench")
-        os.makedirs(out_dir, exist_ok=True)
-        out = os.path.join(out_dir, "results.json")
-        with open(out, "w") as f:
-            json.dump(results, f, indent=1, default=str)
-        log(f"raw numbers: {out}")
+        save_results(results, "results.json")
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_results(results, name):
+    """Writes a run's raw numbers under target/hermes-bench/ and says where."""
+    out_dir = os.path.join(REPO, "target", "hermes-bench")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, name)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    log(f"raw numbers: {out}")
 
 
 def machine():
@@ -1557,12 +1562,7 @@ def cluster_mode(args):
         results.update(throughput=tput, latency=lat, latency1=lat1, proxy_cpu_us=proxy_cpu, redis_cpu_us=redis_cpu,
                        scripts_per_request=scripts_per, script_server_us=script_usec, checks=checks)
         cluster_report(results, targets, pair_of)
-        out_dir = os.path.join(REPO, "target", "hermes-bench")
-        os.makedirs(out_dir, exist_ok=True)
-        out = os.path.join(out_dir, "cluster.json")
-        with open(out, "w") as f:
-            json.dump(results, f, indent=1, default=str)
-        log(f"raw numbers: {out}")
+        save_results(results, "cluster.json")
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
