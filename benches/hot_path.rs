@@ -95,16 +95,16 @@ fn request(c: &mut Criterion) {
         b.iter(|| black_box(routes.resolve(black_box("bench")).unwrap()))
     });
     for turns in [1usize, 20] {
-        let bytes = chat_body(turns);
+        let bytes = bytes::Bytes::from(chat_body(turns));
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         g.bench_function(format!("parse_route_serialize/{}B", bytes.len()), |b| {
             b.iter(|| {
-                let mut body = parse_request(black_box(&bytes), Endpoint::Chat).unwrap();
-                let model = body["model"].as_str().unwrap().to_owned();
+                let mut body = parse_request(black_box(bytes.clone()), Endpoint::Chat).unwrap();
+                let model = body.model().to_owned();
                 let resolved = routes.resolve(&model).unwrap();
                 let target = &resolved.targets[0];
-                body.insert("model".into(), Value::String(target.model.clone()));
-                black_box(serde_json::to_vec(&body).unwrap())
+                body.set_model(&target.model);
+                black_box(body.to_vec())
             })
         });
     }
@@ -327,16 +327,16 @@ fn responses(c: &mut Criterion) {
         .worker_threads(1)
         .build()
         .unwrap();
-    let chat_bytes = chat_body(20);
+    let chat_bytes = bytes::Bytes::from(chat_body(20));
     let responses_bytes = responses_body(20);
     let mut g = c.benchmark_group("responses");
     g.bench_function("chat_in", |b| {
         b.iter(|| {
-            let mut body = parse_request(black_box(&chat_bytes), Endpoint::Chat).unwrap();
-            let model = body["model"].as_str().unwrap().to_owned();
+            let mut body = parse_request(black_box(chat_bytes.clone()), Endpoint::Chat).unwrap();
+            let model = body.model().to_owned();
             let target = &routes.resolve(&model).unwrap().targets[0];
-            body.insert("model".into(), Value::String(target.model.clone()));
-            black_box(serde_json::to_vec(&body).unwrap())
+            body.set_model(&target.model);
+            black_box(body.to_vec())
         })
     });
     let translate = || {

@@ -87,19 +87,46 @@ proptest! {
     #[test]
     fn the_chat_request_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         for endpoint in [Endpoint::Chat, Endpoint::Embeddings] {
-            let _ = parse_request(&bytes, endpoint);
+            let _ = parse_request(Bytes::copy_from_slice(&bytes), endpoint);
         }
     }
 
     #[test]
     fn the_chat_request_parser_never_panics_on_json(json in json_value(3)) {
         let bytes = serde_json::to_vec(&json).unwrap();
-        let _ = parse_request(&bytes, Endpoint::Chat);
+        let _ = parse_request(bytes.into(), Endpoint::Chat);
         let mut request = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
         request["messages"][0] = json.clone();
-        let _ = parse_request(&serde_json::to_vec(&request).unwrap(), Endpoint::Chat);
+        let _ = parse_request(serde_json::to_vec(&request).unwrap().into(), Endpoint::Chat);
         request["stream_options"] = json;
-        let _ = parse_request(&serde_json::to_vec(&request).unwrap(), Endpoint::Chat);
+        let _ = parse_request(serde_json::to_vec(&request).unwrap().into(), Endpoint::Chat);
+    }
+
+    /// The parser builds no tree, yet accepts only what a tree parse accepts,
+    /// and what it sends on is that tree with the model replaced.
+    #[test]
+    fn the_chat_request_parser_accepts_what_a_tree_parse_accepts(
+        json in json_value(3),
+        at in any::<usize>(),
+        byte in prop_oneof![Just(b'"'), Just(b'\\'), Just(b'e'), Just(b'}'), Just(0xff_u8), any::<u8>()],
+    ) {
+        let request = serde_json::json!({"model": "m", "x": json, "messages": [{"role": "user", "content": "x"}]});
+        let mut bytes = serde_json::to_vec(&request).unwrap();
+        // One byte changed: near-valid JSON, the hard cases.
+        let at = at % bytes.len();
+        bytes[at] = byte;
+        let tree = serde_json::from_slice::<serde_json::Value>(&bytes);
+        let Ok(mut body) = parse_request(bytes.into(), Endpoint::Chat) else {
+            return Ok(());
+        };
+        let Ok(serde_json::Value::Object(mut tree)) = tree else {
+            panic!("accepted what a tree parse refuses");
+        };
+        body.set_model("target");
+        tree.insert("model".into(), "target".into());
+        let sent: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body.to_vec()).unwrap();
+        prop_assert_eq!(&sent, &tree);
+        prop_assert_eq!(body.tree(), &tree);
     }
 
     #[test]

@@ -263,7 +263,7 @@ pub struct Inputs {
     /// The Messages request body.
     pub messages: Vec<u8>,
     /// Its chat equivalent (what ingress makes of it), as a body.
-    pub chat: Vec<u8>,
+    pub chat: bytes::Bytes,
     /// The same, parsed (what reaches an Anthropic upstream's translation).
     pub chat_map: Map<String, Value>,
     pub anthropic_answer: Vec<u8>,
@@ -285,7 +285,7 @@ impl Inputs {
         let mut chat_map = ingress::parse(&messages).unwrap().chat;
         chat_map.remove("stream");
         chat_map.remove("stream_options");
-        let chat = serde_json::to_vec(&chat_map).unwrap();
+        let chat = serde_json::to_vec(&chat_map).unwrap().into();
         let chat_content_chunk = chat_chunk(json!({"content": " the"}), None).to_string();
         let mut usage_null = chat_chunk(json!({"content": " the"}), None);
         usage_null["usage"] = Value::Null;
@@ -313,9 +313,9 @@ impl Inputs {
 
     /// A chat client to an OpenAI upstream: parse and check, serialize.
     pub fn chat_in(&self) -> Vec<u8> {
-        let mut body = parse_request(&self.chat, Endpoint::Chat).unwrap();
-        body.insert("model".into(), Value::String(MODEL.into()));
-        serde_json::to_vec(&body).unwrap()
+        let mut body = parse_request(self.chat.clone(), Endpoint::Chat).unwrap();
+        body.set_model(MODEL);
+        body.to_vec()
     }
 
     /// To an Anthropic upstream: the parsed chat request translated, serialized.

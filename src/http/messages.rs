@@ -78,7 +78,7 @@ async fn create_inner(
         &caller,
         Canonical {
             endpoint: Endpoint::Chat,
-            body: request.chat,
+            body: request.chat.into(),
             native: Some(native),
         },
         started,

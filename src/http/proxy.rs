@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde_json::{Map, Value};
+use serde_json::Map;
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -24,7 +24,7 @@ use crate::pipeline::relay::{self, Relay, Resume};
 use crate::provider::{Answer, Native};
 use crate::route::Plan;
 use crate::runtime::{Generation, State};
-use crate::wire::chat::{parse_request, Endpoint};
+use crate::wire::chat::{parse_request, ChatBody, Endpoint};
 use crate::wire::encode::{ChatEvents, StreamEncoder};
 use crate::wire::sse::SseReader;
 
@@ -39,8 +39,8 @@ pub async fn forward(
     let principal = generation.auth.check(req.headers()).await?;
     let caller = caller(req.headers(), principal)?;
     let bytes = read_body(req, &generation.config.server).await?;
-    let body = parse_request(&bytes, endpoint)?;
-    let streamed = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let body = parse_request(bytes, endpoint)?;
+    let streamed = body.stream();
     let resume_request = (endpoint == Endpoint::Chat && streamed).then(|| body.clone());
     let sent = send(
         &generation,
@@ -93,7 +93,7 @@ pub async fn forward(
 /// A request in the canonical schema, as a dialect made it.
 pub(super) struct Canonical {
     pub endpoint: Endpoint,
-    pub body: Map<String, Value>,
+    pub body: ChatBody,
     /// The client's own request, for a target that speaks its dialect.
     pub native: Option<Arc<Native>>,
 }
@@ -125,11 +125,7 @@ pub(super) async fn send(
         body,
         native,
     } = request;
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let model = body.model().to_owned();
     let (plan, service) = generation
         .routes
         .resolve(&model)

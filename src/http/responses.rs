@@ -64,7 +64,7 @@ pub async fn create(
         &caller,
         Canonical {
             endpoint: Endpoint::Chat,
-            body: chat,
+            body: chat.into(),
             native: None,
         },
         started,

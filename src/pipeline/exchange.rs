@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 
@@ -13,13 +12,13 @@ use crate::error::ApiError;
 use crate::provider::{Answer, Native};
 use crate::route::{Plan, Routes};
 use crate::wire::agent::ToolStep;
-use crate::wire::chat::Endpoint;
+use crate::wire::chat::{ChatBody, Endpoint};
 
 /// One request on its way to an upstream.
 pub struct Exchange {
     pub endpoint: Endpoint,
     /// The request body in the canonical (Chat Completions) schema.
-    pub body: Map<String, Value>,
+    pub body: ChatBody,
     /// Where it may go.
     pub plan: Arc<Plan>,
     /// Nothing is started (no attempt, no backoff) that would end after this.

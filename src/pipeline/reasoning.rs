@@ -33,6 +33,7 @@ use crate::config::ProviderKind;
 use crate::error::{ErrorKind, UpstreamError};
 use crate::provider::{Answer, Success};
 use crate::route::Target;
+use crate::wire::chat::ChatBody;
 use crate::wire::sse;
 
 /// The fields that carry an answer's reasoning, whatever the upstream.
@@ -45,6 +46,8 @@ const MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Built once: building a searcher costs more than searching an answer.
 static TOOL_CALLS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\"tool_calls\""));
+static TOOL_CHOICE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\"tool_choice\""));
 /// Turns remembered as kept by no replica, at most, and for how long: a
 /// turn's reasoning is written to Redis off the answer's path, so a client
 /// quick enough to beat it is not shut out for longer than this.
@@ -332,7 +335,10 @@ fn assistant_calls(body: &mut Map<String, Value>) -> impl Iterator<Item = &mut V
 }
 
 /// Gives every assistant tool-call turn without reasoning an empty one.
-fn fill_empty(body: &mut Map<String, Value>) -> usize {
+fn fill_empty(body: &mut ChatBody) -> usize {
+    let Some(body) = body.tree_mut_if(&TOOL_CALLS) else {
+        return 0;
+    };
     let mut filled = 0;
     for message in assistant_calls(body) {
         if message.get("reasoning_content").is_none_or(Value::is_null) {
@@ -379,7 +385,10 @@ fn drop_unsigned_thinking(body: &mut Map<String, Value>) -> bool {
 /// A forced `tool_choice` (`required`, or a named function) made `auto`,
 /// with the demand said in words instead: the documented downgrade for a
 /// server that refuses to force a tool while thinking.
-fn downgrade_tool_choice(body: &mut Map<String, Value>) -> bool {
+fn downgrade_tool_choice(body: &mut ChatBody) -> bool {
+    let Some(body) = body.tree_mut_if(&TOOL_CHOICE) else {
+        return false;
+    };
     let demand = match body.get("tool_choice") {
         Some(Value::String(s)) if s == "required" => {
             "You must call one of the provided tools in this reply.".to_owned()
@@ -415,10 +424,12 @@ impl AttemptHook for ReasoningHook {
             self.remembered.sync_learned().await;
             if ctx.state.get::<Restored>().is_none() {
                 ctx.state.insert(Restored);
-                if let Some(owner) = &owner {
+                // Only a conversation with tool calls has reasoning to restore.
+                let body = &mut ctx.exchange.body;
+                if let (Some(owner), true) = (&owner, body.may_hold(&TOOL_CALLS)) {
                     let remembered = &self.remembered;
-                    remembered.recall(owner, &ctx.exchange.body).await;
-                    let restored = assistant_calls(&mut ctx.exchange.body)
+                    remembered.recall(owner, body.tree()).await;
+                    let restored = assistant_calls(body.tree_mut())
                         .map(|m| remembered.restore(owner, m))
                         .filter(|restored| *restored)
                         .count();
@@ -434,7 +445,9 @@ impl AttemptHook for ReasoningHook {
             {
                 self.count("tool_choice_downgraded", 1);
             }
-            if target.provider.kind == ProviderKind::Anthropic && drop_unsigned_thinking(body) {
+            if target.provider.kind == ProviderKind::Anthropic
+                && drop_unsigned_thinking(body.tree_mut())
+            {
                 self.count("thinking_dropped", 1);
             }
             Phase::Go
@@ -700,14 +713,16 @@ mod tests {
             "tool_choice".into(),
             json!({"type": "function", "function": {"name": "get_weather"}}),
         );
+        let mut body = ChatBody::from(body);
         assert!(downgrade_tool_choice(&mut body));
+        assert!(!downgrade_tool_choice(&mut body), "auto is left alone");
+        let body = body.into_tree();
         assert_eq!(body["tool_choice"], "auto");
         assert_eq!(body["messages"][1]["role"], "system");
         assert!(body["messages"][1]["content"]
             .as_str()
             .unwrap()
             .contains("`get_weather`"));
-        assert!(!downgrade_tool_choice(&mut body), "auto is left alone");
     }
 
     #[test]

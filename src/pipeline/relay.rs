@@ -26,7 +26,7 @@ use crate::body::{self, Body, BoxError};
 use crate::error::{ApiError, ErrorKind, UpstreamError};
 use crate::provider::{event_error, normalize_event, Answer};
 use crate::wire::agent::{self, ToolEvent};
-use crate::wire::chat::Endpoint;
+use crate::wire::chat::{ChatBody, Endpoint};
 use crate::wire::encode::StreamEncoder;
 use crate::wire::messages;
 use crate::wire::sse::{self, SseEvent, SseReader};
@@ -71,7 +71,7 @@ pub struct Relay {
 pub struct Resume {
     pub routes: Arc<RouteTable>,
     pub route: String,
-    pub request: Map<String, Value>,
+    pub request: ChatBody,
     pub caller: Option<Arc<Caller>>,
     text: String,
     /// False once the answer carries tool calls: those cannot be spliced.
@@ -83,7 +83,7 @@ impl Resume {
     pub fn new(
         routes: Arc<RouteTable>,
         route: String,
-        request: Map<String, Value>,
+        request: ChatBody,
         caller: Option<Arc<Caller>>,
     ) -> Self {
         Resume {
@@ -307,7 +307,7 @@ impl Relay {
         resume.resumes += 1;
         tracing::warn!(provider = %self.provider, "stream broke ({}); resuming on the next target", err.message);
         let mut request = resume.request.clone();
-        if let Some(Value::Array(messages)) = request.get_mut("messages") {
+        if let Some(Value::Array(messages)) = request.tree_mut().get_mut("messages") {
             messages.push(json!({"role": "assistant", "content": resume.text}));
             messages.push(json!({"role": "user", "content": CONTINUE_PROMPT}));
         }

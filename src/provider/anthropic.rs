@@ -23,7 +23,7 @@ use crate::body::{self, Body, BoxError};
 use crate::config;
 use crate::error::{ErrorKind, UpstreamError};
 use crate::upstream::Client;
-use crate::wire::chat::Endpoint;
+use crate::wire::chat::{ChatBody, Endpoint};
 use crate::wire::messages::{self, upstream::ChatChunks};
 use crate::wire::sse::{SseEvent, SseReader};
 
@@ -174,7 +174,7 @@ impl Provider for Anthropic {
     fn send<'a>(
         &'a self,
         endpoint: Endpoint,
-        body: &'a Map<String, Value>,
+        body: &'a ChatBody,
         stream: bool,
     ) -> BoxFuture<'a, Result<Response<Body>, UpstreamError>> {
         Box::pin(async move {
@@ -188,7 +188,7 @@ impl Provider for Anthropic {
                     ),
                 ));
             }
-            self.translated(body, stream).await
+            self.translated(body.tree(), stream).await
         })
     }
 

@@ -13,7 +13,7 @@ use super::Provider;
 use crate::body::{self, Body};
 use crate::config::MockSettings;
 use crate::error::UpstreamError;
-use crate::wire::chat::Endpoint;
+use crate::wire::chat::{ChatBody, Endpoint};
 use crate::wire::sse;
 use futures_util::future::BoxFuture;
 
@@ -31,10 +31,10 @@ impl Provider for Mock {
     fn send<'a>(
         &'a self,
         endpoint: Endpoint,
-        body: &'a Map<String, Value>,
+        body: &'a ChatBody,
         _stream: bool,
     ) -> BoxFuture<'a, Result<Response<Body>, UpstreamError>> {
-        Box::pin(async move { Ok(respond(&self.settings, endpoint, body).await) })
+        Box::pin(async move { Ok(respond(&self.settings, endpoint, body.tree()).await) })
     }
 }
 

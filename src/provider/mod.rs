@@ -25,13 +25,12 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::Response;
-use serde_json::{Map, Value};
 
 use crate::body::Body;
 use crate::config::{self, ProviderKind};
 use crate::error::{ErrorKind, UpstreamError};
 use crate::upstream::Client;
-use crate::wire::chat::Endpoint;
+use crate::wire::chat::{ChatBody, Endpoint};
 use crate::wire::sse::SseReader;
 use crate::wire::usage::Usage;
 
@@ -46,7 +45,7 @@ pub trait Provider: Send + Sync {
     fn send<'a>(
         &'a self,
         endpoint: Endpoint,
-        body: &'a Map<String, Value>,
+        body: &'a ChatBody,
         stream: bool,
     ) -> BoxFuture<'a, Result<Response<Body>, UpstreamError>>;
 
@@ -167,18 +166,15 @@ enum Head {
 pub async fn attempt(
     provider: &dyn Provider,
     endpoint: Endpoint,
-    body: &Map<String, Value>,
+    body: &ChatBody,
     native: Option<&Native>,
     limits: &Limits,
 ) -> Result<Success, UpstreamError> {
-    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let stream = body.stream();
     let first_byte_timeout = limits.first_byte_timeout;
     let secret = provider.secret().filter(|k| !k.is_empty());
     let mut busy_for = None;
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let model = body.model();
     let native_send = native.and_then(|n| provider.send_native(n, model, stream));
     let is_native = native_send.is_some();
     let head = async {

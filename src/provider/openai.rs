@@ -3,7 +3,9 @@
 //! its schema, so an attempt is a POST with the key and configured headers.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use memchr::memmem::Finder;
 
 use http::{header, Response};
 use serde_json::{Map, Value};
@@ -13,7 +15,7 @@ use crate::body::Body;
 use crate::config;
 use crate::error::UpstreamError;
 use crate::upstream::Client;
-use crate::wire::chat::Endpoint;
+use crate::wire::chat::{ChatBody, Endpoint};
 use futures_util::future::BoxFuture;
 
 pub struct OpenAi {
@@ -29,12 +31,16 @@ impl OpenAi {
     async fn post(
         &self,
         endpoint: Endpoint,
-        body: &Map<String, Value>,
+        body: &ChatBody,
         stream: bool,
     ) -> Result<Response<Body>, UpstreamError> {
         let base = self.provider.base_url.as_deref().unwrap_or_default();
-        let bytes = serde_json::to_vec(&*without_thinking_blocks(body))
-            .map_err(|e| post::internal(e.to_string()))?;
+        let bytes = if body.may_hold(&THINKING_BLOCKS) {
+            serde_json::to_vec(&*without_thinking_blocks(body.tree()))
+                .map_err(|e| post::internal(e.to_string()))?
+        } else {
+            body.to_vec()
+        };
         let auth = post::key_header(&self.provider, header::AUTHORIZATION, |key| {
             format!("Bearer {key}")
         })?;
@@ -43,6 +49,9 @@ impl OpenAi {
         post::post_json(&self.client, &self.provider, uri, bytes, stream, headers).await
     }
 }
+
+static THINKING_BLOCKS: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new("\"thinking_blocks\""));
 
 /// Anthropic's signed thinking (`thinking_blocks`, kept on assistant turns
 /// for a Messages upstream) is no field of this wire: strict servers refuse
@@ -66,7 +75,7 @@ impl Provider for OpenAi {
     fn send<'a>(
         &'a self,
         endpoint: Endpoint,
-        body: &'a Map<String, Value>,
+        body: &'a ChatBody,
         stream: bool,
     ) -> BoxFuture<'a, Result<Response<Body>, UpstreamError>> {
         Box::pin(self.post(endpoint, body, stream))

@@ -50,7 +50,7 @@ impl Service<Exchange> for SystemPrompt {
 
     fn call(&mut self, mut exchange: Exchange) -> Self::Future {
         self.seen.lock().unwrap().push(exchange.plan.label.clone());
-        if let Some(Value::Array(messages)) = exchange.body.get_mut("messages") {
+        if let Some(Value::Array(messages)) = exchange.body.tree_mut().get_mut("messages") {
             messages.retain(|m| m["role"] != "system");
             messages.insert(0, json!({"role": "system", "content": TERSE}));
         }

@@ -40,13 +40,14 @@ pub async fn run(
         .clone()
         .map_err(|why| ApiError::Unavailable(format!("the agent loop cannot run: {why}")))?;
     let Exchange {
-        mut body,
+        body,
         plan,
         deadline,
         routes,
         caller,
         ..
     } = exchange;
+    let mut body = body.into_tree();
     let client_tools = client_tools(&body)?;
     let messages = match body.remove("messages") {
         Some(Value::Array(messages)) => messages,
@@ -75,7 +76,7 @@ pub async fn run(
         toolbox,
         template: Exchange {
             endpoint: Endpoint::Chat,
-            body,
+            body: body.into(),
             plan,
             deadline,
             routes,
@@ -176,7 +177,8 @@ impl Loop {
         self.steps += 1;
         let t = &self.template;
         let mut body = t.body.clone();
-        body.insert("messages".into(), self.conversation.upstream().into());
+        body.tree_mut()
+            .insert("messages".into(), self.conversation.upstream().into());
         let exchange = Exchange {
             endpoint: Endpoint::Chat,
             body,
@@ -236,7 +238,7 @@ impl Loop {
         if client.is_empty() {
             // A forced choice ("required", a named tool) was the first step's:
             // kept, no reply could ever end the loop.
-            if let Some(choice) = self.template.body.get_mut("tool_choice") {
+            if let Some(choice) = self.template.body.tree_mut().get_mut("tool_choice") {
                 if choice.is_object() || choice == "required" {
                     *choice = "auto".into();
                 }

@@ -103,7 +103,7 @@ impl AttemptHook for FitHook {
                 (Some(known), Some(tried)) if known >= tried => tried * 3 / 4,
                 (Some(known), _) => known,
                 (None, _) => {
-                    let messages = ctx.exchange.body.get("messages");
+                    let messages = ctx.exchange.body.tree().get("messages");
                     super::count(messages.and_then(Value::as_array).map_or(&[][..], |m| m)) * 3 / 4
                 }
             };
@@ -144,12 +144,7 @@ impl FitHook {
         fitting.rounds += 1;
         let exchange = &mut ctx.exchange;
         let label = &exchange.plan.label;
-        let model = exchange
-            .body
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let model = exchange.body.model().to_owned();
         let mut summarizer = RoutedSummarizer {
             handles: &self.handles,
             routes: &exchange.routes,
@@ -159,7 +154,7 @@ impl FitHook {
         };
         let started = Instant::now();
         let result = compress(
-            &mut exchange.body,
+            exchange.body.tree_mut(),
             window,
             &self.settings.settings,
             &mut summarizer,

@@ -24,6 +24,8 @@ use std::future::Future;
 
 use serde_json::{json, Map, Value};
 
+use crate::wire::chat::{reserved_output, ChatBody};
+
 /// Tokens reserved for the answer when the client set no `max_tokens`.
 const DEFAULT_OUTPUT_RESERVE: u32 = 1024;
 /// Tokenizers differ between providers; leave this share of the window free.
@@ -78,31 +80,38 @@ fn count_message(m: &Value) -> u32 {
     n
 }
 
-/// A cheap upper-ish bound (about three bytes a token) used to skip exact
-/// counting for requests that are nowhere near their window.
-pub fn rough_count(messages: &[Value]) -> u32 {
-    let bytes: usize = messages.iter().map(|m| m.to_string().len()).sum();
-    (bytes / 3) as u32
+/// The messages' size as JSON: at about three bytes a token, a cheap
+/// upper-ish bound that skips exact counting for requests nowhere near
+/// their window.
+fn rough_bytes(messages: &[Value]) -> usize {
+    messages.iter().map(|m| m.to_string().len()).sum()
 }
 
 fn reserve_of(body: &Map<String, Value>) -> (Option<&'static str>, u32) {
-    for key in ["max_completion_tokens", "max_tokens"] {
-        if let Some(n) = body.get(key).and_then(Value::as_u64) {
-            return (Some(key), n.min(u64::from(u32::MAX)) as u32);
-        }
+    reserve(reserved_output(body))
+}
+
+fn reserve(reserved: Option<(&'static str, u64)>) -> (Option<&'static str>, u32) {
+    match reserved {
+        Some((key, n)) => (Some(key), n.min(u64::from(u32::MAX)) as u32),
+        None => (None, DEFAULT_OUTPUT_RESERVE),
     }
-    (None, DEFAULT_OUTPUT_RESERVE)
 }
 
 /// Whether the request fits `window` with margin, without counting exactly
 /// unless it might not.
-pub fn fits(body: &Map<String, Value>, window: u32) -> bool {
-    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+pub fn fits(body: &ChatBody, window: u32) -> bool {
+    let usable = usable(window);
+    let (_, reserve) = reserve(body.reserved_output());
+    // The client's bytes bound the conversation's size without a tree.
+    let rough = |bytes: usize| (bytes / 3) as u32 + reserve <= usable / 2;
+    if body.raw_len().is_some_and(rough) {
+        return true;
+    }
+    let Some(messages) = body.tree().get("messages").and_then(Value::as_array) else {
         return true;
     };
-    let usable = usable(window);
-    let (_, reserve) = reserve_of(body);
-    if rough_count(messages) + reserve <= usable / 2 {
+    if rough(rough_bytes(messages)) {
         return true;
     }
     count(messages) + reserve <= usable
@@ -588,9 +597,9 @@ mod tests {
 
     #[test]
     fn fits_skips_exact_counting_for_small_requests() {
-        let b = body(vec![user("hello")]);
+        let b = ChatBody::from(body(vec![user("hello")]));
         assert!(fits(&b, 8192));
-        let big = body(conversation(100));
+        let big = ChatBody::from(body(conversation(100)));
         assert!(!fits(&big, 8192));
     }
 }

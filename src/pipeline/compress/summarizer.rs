@@ -166,7 +166,7 @@ impl Call<'_, '_> {
         };
         let exchange = Exchange {
             endpoint: Endpoint::Chat,
-            body,
+            body: body.into(),
             plan: self.plan.clone(),
             deadline: self.summarizer.deadline,
             routes: self.summarizer.routes.clone(),

@@ -199,7 +199,7 @@ impl AttemptHook for LimitsHook {
             let body = &ctx.exchange.body;
             let tokens = *ctx.tokens.get_or_insert_with(|| {
                 if limits.counts_tokens() {
-                    estimate_tokens(body)
+                    estimate_tokens(body.tree())
                 } else {
                     0
                 }

@@ -17,7 +17,6 @@ mod rules;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::exchange::{Exchange, Served};
@@ -119,7 +118,7 @@ impl Failover {
             }
             previous = Some(provider);
             let body = &mut ctx.exchange.body;
-            body.insert("model".into(), Value::String(target.model.clone()));
+            body.set_model(&target.model);
 
             let started = Instant::now();
             // Compression rewrote the conversation: the client's own bytes
