@@ -18,6 +18,7 @@ pub mod mock;
 pub mod openai;
 mod post;
 mod read;
+mod skim;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use http::{header, Response};
 use http_body_util::BodyExt;
 use memchr::memmem::Finder;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::skim::skim;
 use super::{classify, Answer};
 use crate::body::Body;
 use crate::error::{ErrorKind, UpstreamError};
@@ -166,60 +167,6 @@ pub(super) fn json_as_stream(answer: Answer) -> Answer {
     }
 }
 
-/// The fast path of [`json`]: nearly every answer is already in the one
-/// schema. Only the top level is parsed: `usage` into a tree, everything
-/// else (the choices with their text) skipped as raw slices, which is most
-/// of the answer and was most of the cost. An answer whose choices mention
-/// usage or reasoning, or that carries an error, goes the full path; so
-/// does one whose usage normalization would change. Otherwise its usage is
-/// returned and its bytes go on untouched. `None` (anything unusual, or a
-/// parse the full path should report) means take the full path.
-fn skim(bytes: &[u8], endpoint: Endpoint) -> Option<Option<Usage>> {
-    use serde::Deserialize;
-    use serde_json::value::RawValue;
-
-    #[derive(Deserialize)]
-    struct Skim<'a> {
-        #[serde(default)]
-        usage: Option<Value>,
-        #[serde(default, borrow)]
-        error: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        object: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        choices: Option<&'a RawValue>,
-    }
-
-    // A top-level array is an error shape (and serde would read it as a struct).
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return None;
-    }
-    let skim: Skim = serde_json::from_slice(bytes).ok()?;
-    if skim.error.is_some_and(|e| e.get() != "null")
-        || skim.object.is_some_and(|o| o.get() == "\"error\"")
-    {
-        return None;
-    }
-    if let Some(choices) = skim.choices.map(RawValue::get) {
-        // Kimi's usage inside a choice, reasoning under another name: the
-        // full path's business. A false alarm only costs that path.
-        let unusual = choices.contains("\"reasoning\"")
-            || has_value(choices, &REASONING_DETAILS)
-            || has_value(choices, &USAGE);
-        if unusual || !choices.starts_with('[') {
-            return None;
-        }
-    }
-    let mut skeleton = Value::Object(Map::new());
-    if let Some(usage) = skim.usage {
-        skeleton["usage"] = usage;
-    }
-    if endpoint != Endpoint::Embeddings && normalize::completion(&mut skeleton) {
-        return None;
-    }
-    Some(normalize::usage(&skeleton))
-}
-
 /// An answer over `max_answer_bytes`: a 502 for the client, returned at
 /// once. Not retried and not failed over: the same question would likely
 /// draw an answer as large again, and each attempt would hold that much.
@@ -335,8 +282,6 @@ pub fn event_error(event: &Value) -> Option<UpstreamError> {
 /// built once: building one costs more than searching a short body.
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"usage\""));
 static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"error\""));
-static REASONING_DETAILS: LazyLock<Finder<'static>> =
-    LazyLock::new(|| Finder::new("\"reasoning_details\""));
 
 /// Whether `key` appears in `json` with a value other than `null` (a
 /// textual look: a false positive only costs the parse it saves).
@@ -366,106 +311,5 @@ mod tests {
         let (bytes, usage) = normalize_event(chunk).unwrap();
         assert_eq!(&bytes[..], &sse::data(chunk.as_bytes())[..]);
         assert_eq!(usage, None);
-    }
-
-    /// What the full path decides: (an error?, rewritten?, usage).
-    fn full(bytes: &[u8], endpoint: Endpoint) -> (bool, bool, Option<Usage>) {
-        let mut v: Value = serde_json::from_slice(bytes).unwrap();
-        let err = classify::error_in_body(&v, &http::HeaderMap::new(), SystemTime::now()).is_some();
-        let changed = endpoint != Endpoint::Embeddings && normalize::completion(&mut v);
-        (err, changed, normalize::usage(&v))
-    }
-
-    #[test]
-    fn skim_takes_the_fast_path_only_where_the_full_path_changes_nothing() {
-        let normal = r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi","refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":1}}}"#;
-        let cases: &[(&str, bool)] = &[
-            (normal, true),
-            // no usage at all: nothing to normalize
-            (r#"{"choices":[{"message":{"content":"x"}}]}"#, true),
-            (
-                r#"{"choices":[{"message":null,"usage":null}],"usage":null,"error":null}"#,
-                true,
-            ),
-            // usage to complete or hoist (Kimi), reasoning to rename
-            (
-                r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#,
-                false,
-            ),
-            (
-                r#"{"choices":[{"message":{"content":"x"},"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"prompt_tokens_details":{"cached_tokens":0}}}]}"#,
-                false,
-            ),
-            (
-                r#"{"choices":[{"message":{"content":"4","reasoning":"2+2"}}]}"#,
-                false,
-            ),
-            // a null `reasoning` beside `reasoning_content` is dropped by the full path
-            (
-                r#"{"choices":[{"message":{"reasoning_content":"r","reasoning":null}}]}"#,
-                false,
-            ),
-            // usage as OpenAI sends it, with details the skim leaves alone
-            (
-                r#"{"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":1,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"choices":[]}"#,
-                true,
-            ),
-            (r#"{"usage":null,"choices":[]}"#, true),
-            // Kimi's reasoning_content needs nothing; text that quotes a key is text
-            (
-                r#"{"choices":[{"message":{"content":"the \"usage\" and \"reasoning\" keys","reasoning_content":"r"}}]}"#,
-                true,
-            ),
-            // a null details object, Anthropic's names, Kimi's cached_tokens
-            (
-                r#"{"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":null}}"#,
-                false,
-            ),
-            (r#"{"usage":{"input_tokens":3,"output_tokens":1}}"#, false),
-            (
-                r#"{"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"cached_tokens":4}}"#,
-                false,
-            ),
-            (
-                r#"{"choices":[{"message":{"content":"x","reasoning_details":[{"type":"reasoning.text","text":"t"}]}}]}"#,
-                false,
-            ),
-            // errors in a 200 body, and shapes the skeleton does not model
-            (r#"{"error":{"message":"busy","code":429}}"#, false),
-            (r#"{"object":"error","message":"bad","code":400}"#, false),
-            (r#"[{"error":{"message":"busy"}}]"#, false),
-            (r#"{"choices":{"message":{}}}"#, false),
-            (r#"{"usage":1,"usage":2}"#, false),
-        ];
-        for (body, fast) in cases {
-            let got = skim(body.as_bytes(), Endpoint::Chat);
-            assert_eq!(got.is_some(), *fast, "{body}");
-            if let Some(usage) = got {
-                assert_eq!(
-                    full(body.as_bytes(), Endpoint::Chat),
-                    (false, false, usage),
-                    "{body}"
-                );
-            }
-        }
-        assert_eq!(
-            skim(normal.as_bytes(), Endpoint::Chat),
-            Some(Some(normalize::Usage {
-                prompt: 5,
-                completion: 2,
-                cached: 1
-            }))
-        );
-    }
-
-    #[test]
-    fn skim_reads_embedding_usage_without_building_the_vectors() {
-        let body = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2,0.3]}],"model":"m","usage":{"prompt_tokens":3,"total_tokens":3}}"#;
-        let usage = skim(body.as_bytes(), Endpoint::Embeddings).expect("fast path");
-        assert_eq!(
-            full(body.as_bytes(), Endpoint::Embeddings),
-            (false, false, usage)
-        );
-        assert_eq!(usage.map(|u| u.prompt), Some(3));
     }
 }
