@@ -24,10 +24,10 @@ pub fn refusal(server: &Server, headers: &HeaderMap, uri: &Uri) -> Option<ApiErr
     }
     let host = headers
         .get(header::HOST)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()));
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .or_else(|| uri.authority().map(|a| a.as_str().into()));
     if let Some(host) = host.filter(|h| !is_loopback_host(h)) {
-        return Some(ApiError::HostNotAllowed(host));
+        return Some(ApiError::HostNotAllowed(host.into_owned()));
     }
     let origin = headers.get(header::ORIGIN)?;
     let origin = String::from_utf8_lossy(origin.as_bytes());
@@ -61,8 +61,13 @@ pub fn is_loopback_host(host_and_port: &str) -> bool {
             None => host_and_port,
         },
     };
-    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-    if host == "localhost" || host.ends_with(".localhost") {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let named = host.as_bytes();
+    let suffix = b".localhost";
+    if named.eq_ignore_ascii_case(&suffix[1..])
+        || named.len() > suffix.len()
+            && named[named.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    {
         return true;
     }
     if host_and_port.starts_with('[') {
@@ -93,6 +98,7 @@ mod tests {
             "LOCALHOST:8080",
             "localhost.",
             "app.localhost:3000",
+            "App.LocalHost.",
             "127.0.0.1",
             "127.0.0.1:8080",
             "127.1.2.3:1",

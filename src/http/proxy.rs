@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Map;
@@ -173,19 +173,26 @@ pub(super) async fn send(
 }
 
 /// The `x-hermes-*` headers of a routed answer.
-pub(super) fn hermes_headers(sent: &Sent) -> Vec<(&'static str, String)> {
+pub(super) fn hermes_headers(sent: &Sent) -> Vec<(HeaderName, String)> {
+    // Names made once: a `&str` name is parsed again on every insert.
+    const ROUTE: HeaderName = HeaderName::from_static("x-hermes-route");
+    const PROVIDER: HeaderName = HeaderName::from_static("x-hermes-provider");
+    const MODEL: HeaderName = HeaderName::from_static("x-hermes-model");
+    const ATTEMPTS: HeaderName = HeaderName::from_static("x-hermes-attempts");
+    const COMPRESSED: HeaderName = HeaderName::from_static("x-hermes-compressed");
+    const AGENT_STEPS: HeaderName = HeaderName::from_static("x-hermes-agent-steps");
     let served = &sent.served;
     let mut headers = vec![
-        ("x-hermes-route", sent.plan.label.clone()),
-        ("x-hermes-provider", served.provider.clone()),
-        ("x-hermes-model", served.model.clone()),
-        ("x-hermes-attempts", served.attempts.to_string()),
+        (ROUTE, sent.plan.label.clone()),
+        (PROVIDER, served.provider.clone()),
+        (MODEL, served.model.clone()),
+        (ATTEMPTS, served.attempts.to_string()),
     ];
     if let Some(report) = &served.compressed {
-        headers.push(("x-hermes-compressed", report.header()));
+        headers.push((COMPRESSED, report.header()));
     }
     if let Some(agent) = served.agent.as_ref().filter(|a| a.steps > 0) {
-        headers.push(("x-hermes-agent-steps", agent.steps.to_string()));
+        headers.push((AGENT_STEPS, agent.steps.to_string()));
     }
     headers
 }
@@ -222,7 +229,7 @@ pub(super) fn caller(
 
 pub(super) fn with_headers(
     mut resp: Response<Body>,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(HeaderName, String)>,
 ) -> Response<Body> {
     for (name, value) in headers {
         if let Ok(v) = HeaderValue::try_from(value) {

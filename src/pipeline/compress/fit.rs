@@ -56,8 +56,7 @@ impl AttemptHook for FitHook {
                 return Phase::Go;
             }
             let windows = &self.handles.windows;
-            windows.discover(&self.handles.client, target).await;
-            let Some(window) = windows.of(target) else {
+            let Some(window) = windows.window(&self.handles.client, target).await else {
                 return Phase::Go;
             };
             let fitting = ctx.state.get_or_insert_default::<Fitting>();

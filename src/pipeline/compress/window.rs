@@ -19,10 +19,11 @@ use crate::route::Target;
 use crate::upstream::Client;
 
 /// Limits learned from context-length errors or asked of local servers,
-/// per (provider, model). `None`: asked, and the server did not say.
+/// per provider and model (nested, so that a request looks its target up
+/// by reference). `None`: asked, and the server did not say.
 #[derive(Debug, Default)]
 pub struct Windows {
-    learned: Mutex<HashMap<(String, String), Option<u32>>>,
+    learned: Mutex<HashMap<String, HashMap<String, Option<u32>>>>,
 }
 
 /// A local server that does not answer a window probe within this is not waited for.
@@ -32,66 +33,72 @@ impl Windows {
     /// Remembers a window the upstream stated; the smallest statement holds,
     /// since an upstream that refused a size once will refuse it again.
     pub fn learn(&self, provider: &str, model: &str, window: u32) {
-        let mut map = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.lock();
         let known = map
-            .entry((provider.to_owned(), model.to_owned()))
+            .entry(provider.to_owned())
+            .or_default()
+            .entry(model.to_owned())
             .or_default();
         *known = Some(known.map_or(window, |k| k.min(window)));
     }
 
-    /// For a target on a local server with no known window, asks the server
-    /// once (vLLM `/v1/models` `max_model_len`, llama.cpp `/props` `n_ctx`,
-    /// Ollama `/api/show`); the answer, or its absence, is remembered.
-    pub async fn discover(&self, client: &Client, candidate: &Target) {
+    /// The window in force for `candidate` ([`Windows::of`]). A target on
+    /// an OpenAI-wire server with no configured window is asked once, if
+    /// the server is local (vLLM `/v1/models` `max_model_len`, llama.cpp
+    /// `/props` `n_ctx`, Ollama `/api/show`); the answer, or its absence,
+    /// is remembered, as is that a remote one was not asked.
+    pub async fn window(&self, client: &Client, candidate: &Target) -> Option<u32> {
         let provider = &candidate.provider;
-        if candidate.context_window.is_some() || provider.kind != ProviderKind::OpenAi {
-            return;
-        }
-        let Some(base) = provider.base_url.as_deref().filter(|b| is_local(b)) else {
-            return;
-        };
-        let key = (provider.name.clone(), candidate.model.clone());
-        if self
-            .learned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&key)
+        let asked = self.stated(candidate);
+        if asked.is_some()
+            || candidate.context_window.is_some()
+            || provider.kind != ProviderKind::OpenAi
         {
-            return;
+            return Self::in_force(asked.flatten(), candidate);
         }
-        let found = tokio::time::timeout(
-            DISCOVERY_TIMEOUT,
-            probe_window(client, base, &candidate.model),
-        )
-        .await
-        .ok()
-        .flatten();
+        let found = match provider.base_url.as_deref().filter(|b| is_local(b)) {
+            Some(base) => tokio::time::timeout(
+                DISCOVERY_TIMEOUT,
+                probe_window(client, base, &candidate.model),
+            )
+            .await
+            .ok()
+            .flatten(),
+            None => None,
+        };
         if let Some(window) = found {
             tracing::info!(provider = %provider.name, model = %candidate.model, window, "discovered the context window");
         }
-        self.learned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
+        self.lock()
+            .entry(provider.name.clone())
+            .or_default()
+            .entry(candidate.model.clone())
             .or_insert(found);
+        self.of(candidate)
     }
 
     /// The window in force: a stated one smaller than the configured one wins.
     pub fn of(&self, candidate: &Target) -> Option<u32> {
-        let stated = {
-            let map = self.learned.lock().unwrap_or_else(|e| e.into_inner());
-            if map.is_empty() {
-                None
-            } else {
-                map.get(&(candidate.provider.name.clone(), candidate.model.clone()))
-                    .copied()
-                    .flatten()
-            }
-        };
+        Self::in_force(self.stated(candidate).flatten(), candidate)
+    }
+
+    /// What is remembered for the target: `None` if never asked or told.
+    fn stated(&self, candidate: &Target) -> Option<Option<u32>> {
+        let map = self.lock();
+        map.get(&candidate.provider.name)?
+            .get(&candidate.model)
+            .copied()
+    }
+
+    fn in_force(stated: Option<u32>, candidate: &Target) -> Option<u32> {
         match (stated, candidate.context_window) {
             (Some(s), Some(c)) => Some(s.min(c)),
             (s, c) => s.or(c),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Option<u32>>>> {
+        self.learned.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -260,7 +267,7 @@ mod tests {
         windows.learn("p", "m", 16384);
         windows.learn("p", "m", 32768);
         let map = windows.learned.lock().unwrap();
-        assert_eq!(map[&("p".into(), "m".into())], Some(16384));
+        assert_eq!(map["p"]["m"], Some(16384));
     }
 
     #[test]
