@@ -18,7 +18,8 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::{Map, Value};
 
-use super::{post, Native, Provider};
+use super::post::{self, Destination};
+use super::{Native, Provider};
 use crate::body::{self, Body, BoxError};
 use crate::config;
 use crate::error::{ErrorKind, UpstreamError};
@@ -30,6 +31,10 @@ use crate::wire::sse::{SseEvent, SseReader};
 pub struct Anthropic {
     provider: Arc<config::Provider>,
     client: Client,
+    /// Made once: `{base_url}/messages` (a base URL without its `/v1`, as
+    /// `ANTHROPIC_BASE_URL` is usually written, gets it added), the key's header.
+    to: Result<Destination, UpstreamError>,
+    key: Result<Option<(HeaderName, HeaderValue)>, UpstreamError>,
     /// `[server]`'s bounds, for the reply this adapter reads to translate.
     max_answer_bytes: usize,
     max_event_bytes: usize,
@@ -37,22 +42,25 @@ pub struct Anthropic {
 
 impl Anthropic {
     pub fn new(provider: Arc<config::Provider>, client: Client, server: &config::Server) -> Self {
-        Anthropic {
-            provider,
-            client,
-            max_answer_bytes: server.max_answer_bytes,
-            max_event_bytes: server.max_event_bytes,
-        }
-    }
-
-    /// `{base_url}/messages`; a base URL without its `/v1` (as
-    /// `ANTHROPIC_BASE_URL` is usually written) gets it added.
-    fn url(&self) -> String {
-        let base = self.provider.base_url.as_deref().unwrap_or_default();
-        if base.ends_with("/v1") {
+        let base = provider.base_url.as_deref().unwrap_or_default();
+        let url = if base.ends_with("/v1") {
             format!("{base}/messages")
         } else {
             format!("{base}/v1/messages")
+        };
+        let to = Destination::new(&provider, url);
+        let key = post::key_header(
+            &provider,
+            HeaderName::from_static("x-api-key"),
+            str::to_owned,
+        );
+        Anthropic {
+            provider,
+            client,
+            to,
+            key,
+            max_answer_bytes: server.max_answer_bytes,
+            max_event_bytes: server.max_event_bytes,
         }
     }
 
@@ -62,11 +70,8 @@ impl Anthropic {
         stream: bool,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<Body>, UpstreamError> {
-        let key = post::key_header(
-            &self.provider,
-            HeaderName::from_static("x-api-key"),
-            str::to_owned,
-        )?;
+        let to = self.to.as_ref().map_err(Clone::clone)?;
+        let key = self.key.clone()?;
         let version = (
             HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(messages::VERSION),
@@ -76,15 +81,7 @@ impl Anthropic {
             .chain([version])
             .chain(extra.iter().cloned())
             .collect();
-        post::post_json(
-            &self.client,
-            &self.provider,
-            self.url(),
-            body,
-            stream,
-            headers,
-        )
-        .await
+        post::post_json(&self.client, &self.provider, to, body, stream, headers).await
     }
 
     async fn translated(

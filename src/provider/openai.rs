@@ -7,10 +7,11 @@ use std::sync::{Arc, LazyLock};
 
 use memchr::memmem::Finder;
 
-use http::{header, Response};
+use http::{header, HeaderName, HeaderValue, Response};
 use serde_json::{Map, Value};
 
-use super::{post, Provider};
+use super::post::{self, Destination};
+use super::Provider;
 use crate::body::Body;
 use crate::config;
 use crate::error::UpstreamError;
@@ -18,14 +19,29 @@ use crate::upstream::Client;
 use crate::wire::chat::{ChatBody, Endpoint};
 use futures_util::future::BoxFuture;
 
+const ENDPOINTS: [Endpoint; 3] = [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings];
+
 pub struct OpenAi {
     provider: Arc<config::Provider>,
     client: Client,
+    /// Made once: each endpoint's destination (in `ENDPOINTS` order), the key's header.
+    to: [Result<Destination, UpstreamError>; 3],
+    key: Result<Option<(HeaderName, HeaderValue)>, UpstreamError>,
 }
 
 impl OpenAi {
     pub fn new(provider: Arc<config::Provider>, client: Client) -> Self {
-        OpenAi { provider, client }
+        let base = provider.base_url.as_deref().unwrap_or_default();
+        let to = ENDPOINTS.map(|e| Destination::new(&provider, format!("{base}{}", e.path())));
+        let key = post::key_header(&provider, header::AUTHORIZATION, |key| {
+            format!("Bearer {key}")
+        });
+        OpenAi {
+            provider,
+            client,
+            to,
+            key,
+        }
     }
 
     async fn post(
@@ -34,19 +50,16 @@ impl OpenAi {
         body: &ChatBody,
         stream: bool,
     ) -> Result<Response<Body>, UpstreamError> {
-        let base = self.provider.base_url.as_deref().unwrap_or_default();
+        let at = ENDPOINTS.iter().position(|e| *e == endpoint).unwrap_or(0);
+        let to = self.to[at].as_ref().map_err(Clone::clone)?;
         let bytes = if body.may_hold(&THINKING_BLOCKS) {
             serde_json::to_vec(&*without_thinking_blocks(body.tree()))
                 .map_err(|e| post::internal(e.to_string()))?
         } else {
             body.to_vec()
         };
-        let auth = post::key_header(&self.provider, header::AUTHORIZATION, |key| {
-            format!("Bearer {key}")
-        })?;
-        let uri = format!("{base}{}", endpoint.path());
-        let headers = auth.into_iter().collect();
-        post::post_json(&self.client, &self.provider, uri, bytes, stream, headers).await
+        let headers = self.key.clone()?.into_iter().collect();
+        post::post_json(&self.client, &self.provider, to, bytes, stream, headers).await
     }
 }
 
