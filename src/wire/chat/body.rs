@@ -150,11 +150,11 @@ impl ChatBody {
         let Some(raw) = &self.raw else {
             return serde_json::to_vec(self.tree()).unwrap_or_default();
         };
-        let model = Value::String(raw.model.clone()).to_string();
         let (bytes, at) = (&raw.bytes, &raw.model_at);
-        let mut out = Vec::with_capacity(bytes.len() + model.len());
+        let mut out = Vec::with_capacity(bytes.len() + raw.model.len() + 2);
         out.extend_from_slice(&bytes[..at.start]);
-        out.extend_from_slice(model.as_bytes());
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &raw.model);
         out.extend_from_slice(&bytes[at.end..]);
         out
     }
