@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use hermes_proxy::cli::{self, Cli, Command, ConfigAction, LogFormat};
 use hermes_proxy::config::check_listen;
+use hermes_proxy::http::lines::{Guard, Lines};
 use hermes_proxy::runtime::reload::{self, ConfigSource};
 use hermes_proxy::runtime::State;
 use hermes_proxy::server;
@@ -122,31 +123,23 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
     Ok(0)
 }
 
-/// Every log line goes through one non-blocking writer: a request never
-/// waits on stderr, and a burst beyond its buffer drops lines (counted by
-/// the writer) rather than stalling requests. The guard flushes at exit.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Every log line goes through one batching writer: a request never waits
+/// on stderr (nor wakes a thread for it), and lines beyond its buffer are
+/// dropped and counted rather than stalling requests. The guard writes what
+/// is left at exit.
+fn init_logging(format: LogFormat) -> Guard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The writer thread flushes whenever its queue runs dry, so a burst of
-    // lines leaves in one write(2) instead of one each.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let access = writer.clone();
+    let (lines, guard) = Lines::start(std::io::stderr());
+    let access = lines.clone();
     hermes_proxy::http::access::install(
-        Box::new(move |line| {
-            let _ = std::io::Write::write_all(&mut access.clone(), line);
-        }),
+        Box::new(move |line| access.push(line)),
         format == LogFormat::Json,
     );
     // Colour codes only for a terminal: a log file or pipe gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(move || lines.clone())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Json => builder.json().init(),

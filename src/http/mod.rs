@@ -3,6 +3,7 @@
 //!
 //! - [`edge`]: request id, access log and metrics, CORS (tower layers)
 //! - [`access`]: the access log line, written off the request's path
+//! - [`lines`]: where every log line goes, written by one thread in batches
 //! - [`browser`]: which web pages and host names a proxy without keys serves
 //! - [`proxy`]: a proxied request: auth, body, dialect in, route, the route's
 //!   stack, dialect out
@@ -14,6 +15,7 @@ pub mod access;
 pub mod admin;
 pub mod browser;
 pub mod edge;
+pub mod lines;
 pub mod messages;
 pub mod proxy;
 pub mod responses;

@@ -270,10 +270,18 @@ pub fn watch_every(
         let Some(name) = file_name.as_deref() else {
             return;
         };
+        // Writes into a file (a log kept beside the config) swap no link:
+        // no `readlink` for each of them.
+        let may_swap = !matches!(
+            event.kind,
+            notify::EventKind::Modify(
+                notify::event::ModifyKind::Data(_) | notify::event::ModifyKind::Metadata(_)
+            )
+        );
         if event
             .paths
             .iter()
-            .any(|p| p.file_name() == Some(name) || leads_to(&config, p))
+            .any(|p| p.file_name() == Some(name) || (may_swap && leads_to(&config, p)))
         {
             let _ = tx.send(());
         }
