@@ -204,6 +204,25 @@ pub struct Provider {
     pub mock: MockSettings,
 }
 
+#[cfg(test)]
+impl Provider {
+    /// A provider with a name and a kind and nothing else set, for tests.
+    pub(crate) fn named(name: &str, kind: ProviderKind) -> Provider {
+        Provider {
+            name: name.into(),
+            kind,
+            base_url: None,
+            api_key_env: None,
+            api_key: None,
+            enabled: true,
+            rpm: None,
+            tpm: None,
+            headers: vec![],
+            mock: MockSettings::default(),
+        }
+    }
+}
+
 /// How the built-in simulated upstream behaves (kind = "mock" only).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MockSettings {

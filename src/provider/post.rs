@@ -123,22 +123,11 @@ pub(super) fn internal(message: impl Into<String>) -> UpstreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MockSettings, ProviderKind};
+    use crate::config::ProviderKind;
 
     #[test]
     fn a_destination_has_the_host_header_hyper_would_write() {
-        let provider = config::Provider {
-            name: "up".into(),
-            kind: ProviderKind::OpenAi,
-            base_url: None,
-            api_key_env: None,
-            api_key: None,
-            enabled: true,
-            rpm: None,
-            tpm: None,
-            headers: vec![],
-            mock: MockSettings::default(),
-        };
+        let provider = config::Provider::named("up", ProviderKind::OpenAi);
         let host = |url: &str| {
             Destination::new(&provider, url.into())
                 .map(|d| d.host.to_str().unwrap().to_owned())

@@ -14,6 +14,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 
 use crate::wire::chat::Endpoint;
 use crate::wire::usage::Usage;
+use crate::wire::visit::{deserialize_with, scalars_read_as};
 
 /// `Some(usage)` when the answer can go on as it came; `None` when the full
 /// path must read it (it also reports an answer that is not JSON).
@@ -46,37 +47,9 @@ macro_rules! only_objects {
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON value")
         }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($other)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($other)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($other)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($other)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($other)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($other)
-        }
+        scalars_read_as!($other);
         fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
             IgnoredAny.visit_seq(seq).map(|_| $other)
-        }
-    };
-}
-
-/// Deserializes `$ty` with `$visitor` through `deserialize_any`.
-macro_rules! deserialize_with {
-    ($ty:ty, $visitor:expr) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_any($visitor)
-            }
         }
     };
 }

@@ -9,6 +9,7 @@
 //! - [`responses`]: the Responses dialect
 //! - [`messages`]: the Anthropic Messages dialect, as upstream and as ingress
 //! - [`agent`]: the agent loop's tool calls, as each dialect shows them
+//! - [`visit`]: pieces of the visitors that read JSON without building it
 //!
 //! A new dialect (Responses, Anthropic Messages) is a new file here that
 //! translates onto the same canonical request and back.
@@ -21,3 +22,4 @@ pub mod messages;
 pub mod responses;
 pub mod sse;
 pub mod usage;
+pub(crate) mod visit;

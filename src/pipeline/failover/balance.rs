@@ -92,18 +92,7 @@ mod tests {
     use crate::config::{MockSettings, Provider, ProviderKind};
 
     fn target(name: &str, weight: u32) -> Target {
-        let provider = Arc::new(Provider {
-            name: name.into(),
-            kind: ProviderKind::Mock,
-            base_url: None,
-            api_key_env: None,
-            api_key: None,
-            enabled: true,
-            rpm: None,
-            tpm: None,
-            headers: vec![],
-            mock: MockSettings::default(),
-        });
+        let provider = Arc::new(Provider::named(name, ProviderKind::Mock));
         Target {
             adapter: Arc::new(crate::provider::mock::Mock::new(MockSettings::default())),
             provider,

@@ -10,6 +10,8 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::wire::visit::{deserialize_with, scalars_read_as};
+
 /// What a value was, without keeping it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Shape {
@@ -23,11 +25,7 @@ pub(super) enum Shape {
     Object,
 }
 
-impl<'de> Deserialize<'de> for Shape {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ShapeOf)
-    }
-}
+deserialize_with!(Shape, ShapeOf);
 
 struct ShapeOf;
 
@@ -82,35 +80,7 @@ pub(super) enum Messages {
     },
 }
 
-impl<'de> Deserialize<'de> for Messages {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(MessagesOf)
-    }
-}
-
-/// Forwards every shape but an array to [`ShapeOf`] (which still checks it).
-macro_rules! not_this_shape {
-    ($out:expr) => {
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($out)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($out)
-        }
-    };
-}
+deserialize_with!(Messages, MessagesOf);
 
 struct MessagesOf;
 
@@ -120,7 +90,7 @@ impl<'de> Visitor<'de> for MessagesOf {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    not_this_shape!(Messages::NotArray);
+    scalars_read_as!(Messages::NotArray);
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Messages, A::Error> {
         ShapeOf.visit_map(map).map(|_| Messages::NotArray)
     }
@@ -139,11 +109,7 @@ impl<'de> Visitor<'de> for MessagesOf {
 /// One message: whether it is an object with a string `role`.
 struct HasRole(bool);
 
-impl<'de> Deserialize<'de> for HasRole {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(HasRoleOf)
-    }
-}
+deserialize_with!(HasRole, HasRoleOf);
 
 struct HasRoleOf;
 
@@ -153,7 +119,7 @@ impl<'de> Visitor<'de> for HasRoleOf {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    not_this_shape!(HasRole(false));
+    scalars_read_as!(HasRole(false));
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<HasRole, A::Error> {
         ShapeOf.visit_seq(seq).map(|_| HasRole(false))
     }
