@@ -11,7 +11,7 @@
 mod limits;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,8 +29,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new());
+    // Taken at the stop: a connection whose first bytes come later is
+    // closed instead of served, and the stop does not wait for one that
+    // never sends any.
+    let graceful = Arc::new(Mutex::new(Some(GracefulShutdown::new())));
     let service = http::service(state.clone());
     let mut cap = Cap::new();
     tokio::pin!(shutdown);
@@ -54,18 +57,28 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let conn = builder
-            .serve_connection(
-                TokioIo::new(Watched::new(stream, activity.clone())),
-                limits::tracked(service.clone(), activity.clone()),
-            )
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let state = state.clone();
+        let (state, builders, service) = (state.clone(), builders.clone(), service.clone());
+        let graceful = graceful.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            // Built here rather than in the loop: the connection's future
+            // lives in this task's, not in both.
+            let serve = async {
+                let builder = builders.for_stream(&stream).await;
+                let conn = builder
+                    .serve_connection(
+                        TokioIo::new(Watched::new(stream, activity.clone())),
+                        limits::tracked(service, activity.clone()),
+                    )
+                    .into_owned();
+                let watched = lock(&graceful).as_ref().map(|g| g.watch(conn));
+                match watched {
+                    Some(served) => served.await,
+                    None => Ok(()),
+                }
+            };
             tokio::select! {
-                ended = conn => if let Err(e) = ended {
+                ended = serve => if let Err(e) = ended {
                     tracing::debug!(%peer, "connection ended: {e}");
                 },
                 why = activity.expired(&state) => {
@@ -76,11 +89,55 @@ pub async fn run(
     }
     drop(listener);
     tracing::info!("stopped accepting; draining in-flight requests (up to {drain:?})");
+    let Some(graceful) = lock(&graceful).take() else {
+        return;
+    };
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain timed out; closing remaining connections");
+    }
+}
+
+fn lock(graceful: &Mutex<Option<GracefulShutdown>>) -> MutexGuard<'_, Option<GracefulShutdown>> {
+    graceful.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A builder for each HTTP version a connection's first bytes may announce.
+/// The auto builder hands the bytes it peeks at (looking for HTTP/2's
+/// preface) to HTTP/1 as a read of their own, which doubles HTTP/1's read
+/// buffer to 16 KiB a connection: a third of an open stream's memory. A
+/// connection whose first bytes already tell is served by a one-version
+/// builder instead.
+struct Builders {
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+    either: auto::Builder<TokioExecutor>,
+}
+
+/// What an HTTP/2 connection without TLS (h2c, prior knowledge) opens with.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Builders {
+    fn new() -> Self {
+        let either = || auto::Builder::new(TokioExecutor::new());
+        Builders {
+            http1: either().http1_only(),
+            http2: either().http2_only(),
+            either: either(),
+        }
+    }
+
+    /// Waits for the connection's first bytes (without reading them).
+    async fn for_stream(&self, stream: &tokio::net::TcpStream) -> &auto::Builder<TokioExecutor> {
+        let mut first = [0u8; PREFACE.len()];
+        match stream.peek(&mut first).await {
+            Ok(n) if n > 0 && first[..n] != PREFACE[..n] => &self.http1,
+            Ok(n) if n == PREFACE.len() => &self.http2,
+            // Closed, failed, or a preface cut short: let hyper tell.
+            _ => &self.either,
+        }
     }
 }
 

@@ -149,7 +149,8 @@ impl Relay {
             let Some(err) = self.pump(&mut reader, tx).await else {
                 return;
             };
-            match self.continue_elsewhere(&err, tx).await {
+            // Boxed: it is rarely needed, and would otherwise size every stream's task.
+            match Box::pin(self.continue_elsewhere(&err, tx)).await {
                 Some(Some(next)) => reader = next,
                 Some(None) => return, // the continuation came whole
                 None => return self.fail(tx, err).await,

@@ -142,10 +142,13 @@ pub(super) fn tracked<S: Inner + Clone>(
     hyper::service::service_fn(move |req| {
         let ticket = activity.begin();
         let answer = inner.clone().oneshot(req);
-        async move {
+        // Boxed: hyper keeps a slot for this future for the connection's
+        // whole life, and the future is 4 KiB: an open stream would hold it
+        // long after its answer's head went out.
+        Box::pin(async move {
             let resp = answer.await?;
             Ok(resp.map(|b| body::with_guard(b, ticket)))
-        }
+        })
     })
 }
 

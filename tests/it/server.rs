@@ -298,6 +298,26 @@ async fn stop_lets_a_running_stream_finish_and_refuses_new_connections() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
+#[tokio::test]
+async fn a_stop_does_not_wait_for_a_connection_that_never_sent_anything() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::start(&demo_config("")).await;
+    let mut silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    // Accepted, and waiting for its first bytes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(5), proxy.stop())
+        .await
+        .expect("the stop waited for a connection that sent nothing");
+    // Its request, sent after the stop, is not served: the connection closes.
+    let _ = silent
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection stayed open after the stop");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+}
+
 // ----- h2c -----
 
 #[tokio::test]
