@@ -126,7 +126,8 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if headers.contains_key(http::header::AUTHORIZATION) {
         return bearer_token(headers);
     }
-    headers.get("x-api-key")?.to_str().ok().map(str::trim)
+    const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+    headers.get(&X_API_KEY)?.to_str().ok().map(str::trim)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

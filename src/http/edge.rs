@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -156,9 +156,12 @@ pub async fn request_id<S: Inner>(mut req: Request<Incoming>, next: Next<S>) -> 
     resp
 }
 
+/// Made once: a `&str` name is parsed again on every lookup.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 fn id_of(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned)

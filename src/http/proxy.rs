@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -206,8 +207,11 @@ pub(super) fn caller(
     headers: &HeaderMap,
     principal: Option<Principal<'_>>,
 ) -> Result<Arc<Caller>, ApiError> {
-    let header = |name: &'static str| -> Result<Option<String>, ApiError> {
-        let Some(value) = headers.get(name) else {
+    // Names made once: a `&str` name is parsed again on every lookup.
+    const SESSION: HeaderName = HeaderName::from_static("x-hermes-session-id");
+    const MEMORY_SCOPE: HeaderName = HeaderName::from_static("x-hermes-memory-scope");
+    let header = |name: HeaderName| -> Result<Option<String>, ApiError> {
+        let Some(value) = headers.get(&name) else {
             return Ok(None);
         };
         match value.to_str() {
@@ -222,8 +226,8 @@ pub(super) fn caller(
     };
     Ok(Arc::new(Caller {
         owner: principal.map_or("", |p| p.name).to_owned(),
-        session: header("x-hermes-session-id")?,
-        memory_scope: header("x-hermes-memory-scope")?,
+        session: header(SESSION)?,
+        memory_scope: header(MEMORY_SCOPE)?,
     }))
 }
 
@@ -330,10 +334,15 @@ pub(super) async fn read_body(req: Request<Incoming>, server: &Server) -> Result
         return Err(ApiError::RequestTooLarge { limit });
     }
     let collect = Limited::new(req.into_body(), limit).collect();
+    tokio::pin!(collect);
     let timeout = server.body_read_timeout;
-    let collected = tokio::time::timeout(timeout, collect)
-        .await
-        .map_err(|_| ApiError::RequestTimeout(timeout))?;
+    // Most bodies came with their headers: those need no timer.
+    let collected = match (&mut collect).now_or_never() {
+        Some(collected) => collected,
+        None => tokio::time::timeout(timeout, collect)
+            .await
+            .map_err(|_| ApiError::RequestTimeout(timeout))?,
+    };
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
