@@ -21,6 +21,7 @@ use crate::cluster::gcra::Limit;
 use crate::cluster::Cluster;
 use crate::config::Provider;
 use crate::route::Target;
+use crate::wire::chat::reserved_output;
 use futures_util::future::BoxFuture;
 
 pub struct ProviderLimits {
@@ -234,10 +235,7 @@ pub fn estimate_tokens(body: &Map<String, Value>) -> u32 {
         .filter_map(|k| body.get(*k))
         .map(json_size)
         .sum();
-    let reserved = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .unwrap_or(0);
+    let reserved = reserved_output(body).map_or(0, |(_, n)| n);
     (prompt_bytes as u64 / 4 + reserved).min(u64::from(u32::MAX)) as u32
 }
 

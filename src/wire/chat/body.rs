@@ -171,7 +171,15 @@ impl From<Map<String, Value>> for ChatBody {
 
 /// [`ChatBody::reserved_output`] of a tree.
 pub fn reserved_output(tree: &Map<String, Value>) -> Option<(&'static str, u64)> {
+    reserved_by(|key| tree.get(key)?.as_u64())
+}
+
+/// The output a request reserves, whatever holds its fields: the first of
+/// `max_completion_tokens` (the newer name), `max_tokens` that is a count.
+pub(super) fn reserved_by(
+    count: impl Fn(&'static str) -> Option<u64>,
+) -> Option<(&'static str, u64)> {
     ["max_completion_tokens", "max_tokens"]
         .into_iter()
-        .find_map(|key| Some((key, tree.get(key)?.as_u64()?)))
+        .find_map(|key| Some((key, count(key)?)))
 }

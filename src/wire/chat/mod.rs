@@ -107,14 +107,15 @@ pub fn parse_request(bytes: Bytes, endpoint: Endpoint) -> Result<ChatBody, ApiEr
             Some("stream"),
         ));
     }
-    let reserved = [
-        ("max_completion_tokens", scanned.max_completion_tokens),
-        ("max_tokens", scanned.max_tokens),
-    ]
-    .into_iter()
-    .find_map(|(key, shape)| match shape {
-        Some(Shape::Count(n)) => Some((key, n)),
-        _ => None,
+    let reserved = body::reserved_by(|key| {
+        let shape = match key {
+            "max_tokens" => scanned.max_tokens,
+            _ => scanned.max_completion_tokens,
+        };
+        match shape {
+            Some(Shape::Count(n)) => Some(n),
+            _ => None,
+        }
     });
     if scanned.models > 1 {
         // Which one an upstream would read is its parser's choice: send

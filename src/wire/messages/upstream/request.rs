@@ -11,6 +11,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::wire::chat::reserved_output;
+
 /// Anthropic requires `max_tokens`; chat leaves it optional.
 const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// Left for the answer when a thinking budget would use up `max_tokens`
@@ -35,10 +37,7 @@ pub fn request(chat: &Map<String, Value>) -> Map<String, Value> {
     out.insert("messages".into(), Value::Array(messages));
 
     let thinking = thinking(chat);
-    let mut max_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| chat.get(*k).and_then(Value::as_u64))
-        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let mut max_tokens = reserved_output(chat).map_or(DEFAULT_MAX_TOKENS, |(_, n)| n);
     if let Some(budget) = thinking.as_ref().and_then(|t| t["budget_tokens"].as_u64()) {
         if max_tokens <= budget {
             max_tokens = budget.saturating_add(ANSWER_ROOM);
