@@ -22,7 +22,12 @@ const DRAIN: Duration = Duration::from_secs(30);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log = init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Requests are served on the workers' own runtimes (server::run_workers);
+    // this one runs the command, signals, reloads and background work.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -78,6 +83,13 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
         eprintln!("error: {message}");
         return Ok(2);
     }
+    let workers = match server::worker_count() {
+        Ok(n) => n,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(2);
+        }
+    };
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -100,7 +112,7 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(
-        "hermes-proxy listening on http://{}/v1 (config: {}; routes: {}; enabled providers: {})",
+        "hermes-proxy listening on http://{}/v1 (config: {}; routes: {}; enabled providers: {}; {workers} worker threads)",
         listener.local_addr()?,
         source.label,
         routes.join(", "),
@@ -118,7 +130,7 @@ async fn serve(source: cli::Source, listen: Option<std::net::SocketAddr>) -> any
         }
     };
     reload::on_sighup(state.clone());
-    server::run(listener, state, server::shutdown_signal(), DRAIN).await;
+    server::run_workers(listener, workers, state, server::shutdown_signal(), DRAIN).await?;
     tracing::info!("stopped");
     Ok(0)
 }

@@ -9,6 +9,7 @@
 //! `max_connections` at once, and none kept open while it sends nothing.
 
 mod limits;
+mod workers;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,24 +23,60 @@ use tokio::net::TcpListener;
 use crate::http;
 use crate::runtime::State;
 use limits::{Activity, Cap, Watched};
+pub use workers::{run_workers, worker_count};
 
+/// Serves `listener` on the calling runtime (the tests' way; the binary
+/// serves on worker threads, [`run_workers`]).
 pub async fn run(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let builders = Arc::new(Builders::new());
+    let stopping = async {
+        shutdown.await;
+        tracing::info!("stopped accepting; draining in-flight requests (up to {drain:?})");
+    };
+    if !serve(listener, Arc::new(Shared::new(state)), stopping, drain).await {
+        tracing::warn!("drain timed out; closing remaining connections");
+    }
+}
+
+/// What every accept loop of a process shares: the `max_connections` slots
+/// above all.
+struct Shared {
+    state: Arc<State>,
+    builders: Builders,
+    cap: Cap,
+}
+
+impl Shared {
+    fn new(state: Arc<State>) -> Self {
+        Shared {
+            state,
+            builders: Builders::new(),
+            cap: Cap::new(),
+        }
+    }
+}
+
+/// Accepts and serves connections until `shutdown`, then waits up to
+/// `drain` for them; whether they all ended in time.
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> bool {
     // Taken at the stop: a connection whose first bytes come later is
     // closed instead of served, and the stop does not wait for one that
     // never sends any.
     let graceful = Arc::new(Mutex::new(Some(GracefulShutdown::new())));
-    let service = http::service(state.clone());
-    let mut cap = Cap::new();
+    let service = http::service(shared.state.clone());
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
-            slot = cap.slot(&state) => slot,
+            slot = shared.cap.slot(&shared.state) => slot,
             _ = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
@@ -57,14 +94,14 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let (state, builders, service) = (state.clone(), builders.clone(), service.clone());
+        let (shared, service) = (shared.clone(), service.clone());
         let graceful = graceful.clone();
         tokio::spawn(async move {
             let _slot = slot;
             // Built here rather than in the loop: the connection's future
             // lives in this task's, not in both.
             let serve = async {
-                let builder = builders.for_stream(&stream).await;
+                let builder = shared.builders.for_stream(&stream).await;
                 let conn = builder
                     .serve_connection(
                         TokioIo::new(Watched::new(stream, activity.clone())),
@@ -81,23 +118,19 @@ pub async fn run(
                 ended = serve => if let Err(e) = ended {
                     tracing::debug!(%peer, "connection ended: {e}");
                 },
-                why = activity.expired(&state) => {
+                why = activity.expired(&shared.state) => {
                     tracing::debug!(%peer, "connection closed: {why}");
                 }
             }
         });
     }
     drop(listener);
-    tracing::info!("stopped accepting; draining in-flight requests (up to {drain:?})");
     let Some(graceful) = lock(&graceful).take() else {
-        return;
+        return true;
     };
-    if tokio::time::timeout(drain, graceful.shutdown())
+    tokio::time::timeout(drain, graceful.shutdown())
         .await
-        .is_err()
-    {
-        tracing::warn!("drain timed out; closing remaining connections");
-    }
+        .is_ok()
 }
 
 fn lock(graceful: &Mutex<Option<GracefulShutdown>>) -> MutexGuard<'_, Option<GracefulShutdown>> {

@@ -1,6 +1,10 @@
-//! The pooled HTTP client every provider request goes through: one pool for
-//! the whole process, rustls with webpki roots, HTTP/2 where the upstream
-//! offers it by ALPN.
+//! The pooled HTTP client every provider request goes through: rustls with
+//! webpki roots, HTTP/2 where the upstream offers it by ALPN, and a pool of
+//! connections per thread. A pooled connection is driven by a task of the
+//! runtime that opened it; with one pool per worker thread
+//! ([`crate::server::run_workers`]) a request's upstream connection is
+//! served by its own thread, as nginx's workers keep their own keep-alive
+//! pools, rather than waking another thread for every exchange.
 //!
 //! The agent's `web_fetch` uses the same client type with a
 //! [`FilteredResolver`]: the addresses a name resolves to are checked before
@@ -19,14 +23,18 @@ use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
+use thread_local::ThreadLocal;
 
 use crate::body::{from_incoming, Body, BoxError};
 
 /// Providers use the system resolver as it is (`R` defaults to it); only
 /// `web_fetch` plugs in a [`FilteredResolver`].
 #[derive(Clone)]
-pub struct Client<R = GaiResolver> {
-    inner: HyperClient<HttpsConnector<HttpConnector<R>>, Body>,
+pub struct Client<R: Send + 'static = GaiResolver> {
+    connector: HttpsConnector<HttpConnector<R>>,
+    max_idle_per_host: usize,
+    /// Made on a thread's first request.
+    per_thread: Arc<ThreadLocal<HyperClient<HttpsConnector<HttpConnector<R>>, Body>>>,
 }
 
 /// Why a request never produced a response.
@@ -44,7 +52,7 @@ impl Client {
     }
 }
 
-impl<R> Client<R>
+impl<R: Send + 'static> Client<R>
 where
     R: Clone,
     HttpsConnector<HttpConnector<R>>: Connect + Clone + Send + Sync + 'static,
@@ -69,15 +77,21 @@ where
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let inner = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(max_idle_per_host)
-            .build(https);
-        Client { inner }
+        Client {
+            connector: https,
+            max_idle_per_host,
+            per_thread: Arc::new(ThreadLocal::new()),
+        }
     }
 
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, SendError> {
-        match self.inner.request(req).await {
+        let client = self.per_thread.get_or(|| {
+            HyperClient::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(self.max_idle_per_host)
+                .build(self.connector.clone())
+        });
+        match client.request(req).await {
             Ok(resp) => Ok(resp.map(from_incoming)),
             Err(e) => Err(match refusal(&e) {
                 Some(message) => SendError::Refused(message),

@@ -213,11 +213,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 /// reload that raises it takes effect without waiting for a close.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// `max_connections` slots. A slot is taken before `accept`, so beyond the
-/// cap new connections wait in the kernel's backlog rather than costing a
-/// descriptor and a task each.
+/// `max_connections` slots, one set for all the accept loops of a process.
+/// A slot is taken before `accept`, so beyond the cap new connections wait
+/// in the kernel's backlog rather than costing a descriptor and a task each.
 pub(super) struct Cap {
     slots: Arc<Semaphore>,
+    sizing: Mutex<Sizing>,
+}
+
+#[derive(Default)]
+struct Sizing {
     size: usize,
     /// Slots a lowered cap still has to take back as connections close.
     owed: usize,
@@ -227,37 +232,39 @@ impl Cap {
     pub(super) fn new() -> Self {
         Cap {
             slots: Arc::new(Semaphore::new(0)),
-            size: 0,
-            owed: 0,
+            sizing: Mutex::default(),
         }
     }
 
-    fn resize(&mut self, target: usize) {
-        if target > self.size {
-            let more = target - self.size;
-            let repaid = more.min(self.owed);
-            self.owed -= repaid;
+    /// Sizes the cap to `target`; whether slots are still owed after.
+    fn resize(&self, target: usize) -> bool {
+        let mut sizing = self.sizing.lock().unwrap_or_else(PoisonError::into_inner);
+        if target > sizing.size {
+            let more = target - sizing.size;
+            let repaid = more.min(sizing.owed);
+            sizing.owed -= repaid;
             self.slots.add_permits(more - repaid);
         } else {
-            self.owed += self.size - target;
+            sizing.owed += sizing.size - target;
         }
-        self.size = target;
-        if self.owed > 0 {
-            self.owed -= self.slots.forget_permits(self.owed);
+        sizing.size = target;
+        if sizing.owed > 0 {
+            sizing.owed -= self.slots.forget_permits(sizing.owed);
         }
+        sizing.owed > 0
     }
 
     /// A free slot, under the `max_connections` serving now.
-    pub(super) async fn slot(&mut self, state: &State) -> OwnedSemaphorePermit {
+    pub(super) async fn slot(&self, state: &State) -> OwnedSemaphorePermit {
         loop {
             let max = state.current().config.server.max_connections;
-            self.resize(
+            let owed = self.resize(
                 usize::try_from(max)
                     .unwrap_or(usize::MAX)
                     .min(Semaphore::MAX_PERMITS),
             );
             // While slots are owed none is free: wait for closes to repay them.
-            if self.owed > 0 {
+            if owed {
                 tokio::time::sleep(RECHECK).await;
                 continue;
             }
@@ -273,34 +280,40 @@ impl Cap {
 mod tests {
     use super::*;
 
+    impl Cap {
+        fn owed(&self) -> usize {
+            self.sizing.lock().unwrap().owed
+        }
+    }
+
     #[test]
     fn a_lowered_cap_takes_its_slots_back_as_they_are_returned() {
-        let mut cap = Cap::new();
-        cap.resize(3);
+        let cap = Cap::new();
+        assert!(!cap.resize(3));
         let held: Vec<_> = (0..3)
             .map(|_| cap.slots.clone().try_acquire_owned().unwrap())
             .collect();
-        cap.resize(1);
-        assert_eq!(cap.owed, 2);
+        assert!(cap.resize(1));
+        assert_eq!(cap.owed(), 2);
         drop(held);
-        cap.resize(1);
-        assert_eq!((cap.owed, cap.slots.available_permits()), (0, 1));
+        assert!(!cap.resize(1));
+        assert_eq!((cap.owed(), cap.slots.available_permits()), (0, 1));
         cap.resize(4);
         assert_eq!(cap.slots.available_permits(), 4);
     }
 
     #[test]
     fn a_raised_cap_first_cancels_what_is_owed() {
-        let mut cap = Cap::new();
+        let cap = Cap::new();
         cap.resize(2);
         let held: Vec<_> = (0..2)
             .map(|_| cap.slots.clone().try_acquire_owned().unwrap())
             .collect();
         cap.resize(0);
-        cap.resize(1);
-        assert_eq!((cap.owed, cap.slots.available_permits()), (1, 0));
+        assert!(cap.resize(1));
+        assert_eq!((cap.owed(), cap.slots.available_permits()), (1, 0));
         drop(held);
-        cap.resize(1);
-        assert_eq!((cap.owed, cap.slots.available_permits()), (0, 1));
+        assert!(!cap.resize(1));
+        assert_eq!((cap.owed(), cap.slots.available_permits()), (0, 1));
     }
 }

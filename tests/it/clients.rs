@@ -175,6 +175,32 @@ async fn beyond_max_connections_a_new_connection_waits_until_one_closes() {
     assert_eq!(read_response(&mut open[0]).await.unwrap().0, 200);
 }
 
+/// The cap is the process's, not each worker thread's: with one per thread,
+/// two threads would serve four connections here.
+#[tokio::test]
+async fn max_connections_holds_across_worker_threads() {
+    let config = demo_config("max_connections = 2\nidle_timeout = \"1h\"\n");
+    let proxy = Proxy::start_on_workers(&config, 2).await;
+    let mut open = vec![];
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+        conn.write_all(HEALTH).await.unwrap();
+        assert_eq!(read_response(&mut conn).await.unwrap().0, 200);
+        open.push(conn);
+    }
+    // The workers run on real time: half a second unserved stands for never.
+    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+    third.write_all(HEALTH).await.unwrap();
+    let early = timeout(Duration::from_millis(500), read_response(&mut third)).await;
+    assert!(early.is_err(), "a third connection was served: {early:?}");
+    drop(open.remove(0));
+    let served = timeout(Duration::from_secs(10), read_response(&mut third))
+        .await
+        .expect("the waiting connection was not served after one closed");
+    assert_eq!(served.unwrap().0, 200);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn a_401_names_the_bearer_scheme() {
     let keys = "admin_key_env = \"ADMIN\"\n\

@@ -233,11 +233,20 @@ async fn metrics_count_requests_by_route_and_status_in_prometheus_text() {
 
 // ----- graceful stop -----
 
+const SLOW_STREAMS: &str = "[providers.demo]\nkind = \"mock\"\nchunk_delay = \"50ms\"\n\n\
+                            [routes.main]\ntargets = [{ provider = \"demo\", model = \"demo\" }]\n";
+
 #[tokio::test]
 async fn stop_lets_a_running_stream_finish_and_refuses_new_connections() {
-    let toml = "[providers.demo]\nkind = \"mock\"\nchunk_delay = \"50ms\"\n\n\
-                [routes.main]\ntargets = [{ provider = \"demo\", model = \"demo\" }]\n";
-    let proxy = Proxy::start(toml).await;
+    a_stop_lets_a_running_stream_finish(Proxy::start(SLOW_STREAMS).await).await;
+}
+
+#[tokio::test]
+async fn on_worker_threads_a_stop_lets_a_running_stream_finish() {
+    a_stop_lets_a_running_stream_finish(Proxy::start_on_workers(SLOW_STREAMS, 2).await).await;
+}
+
+async fn a_stop_lets_a_running_stream_finish(proxy: Proxy) {
     let addr = proxy.addr;
     let said = "one two three four five six seven eight nine ten eleven twelve";
     let resp = proxy.post("/v1/chat/completions", &json!({"model": "main", "stream": true, "messages": [{"role": "user", "content": said}]})).await;

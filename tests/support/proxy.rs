@@ -30,6 +30,13 @@ impl Proxy {
         Self::start_with_env(toml, &[]).await
     }
 
+    /// As `start`, served as the binary serves: on `workers` threads with a
+    /// runtime each.
+    pub async fn start_on_workers(toml: &str, workers: usize) -> Proxy {
+        let (config, dir) = parse(toml, "test.toml", &lookup(&[]));
+        Self::serve_on(State::new(config).unwrap(), None, dir, Some(workers)).await
+    }
+
     /// As `start`, with extra tower layers on named routes' stacks.
     pub async fn start_with_layers(toml: &str, layers: Layers) -> Proxy {
         let (config, dir) = parse(toml, "test.toml", &lookup(&[]));
@@ -70,17 +77,30 @@ impl Proxy {
         watcher: Option<notify::RecommendedWatcher>,
         store_dir: tempfile::TempDir,
     ) -> Proxy {
+        Self::serve_on(state, watcher, store_dir, None).await
+    }
+
+    /// Serves on the test's runtime, or on `workers` threads.
+    async fn serve_on(
+        state: Arc<State>,
+        watcher: Option<notify::RecommendedWatcher>,
+        store_dir: tempfile::TempDir,
+        workers: Option<usize>,
+    ) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(
-            listener,
-            state.clone(),
-            async {
-                let _ = rx.await;
-            },
-            Duration::from_secs(30),
-        ));
+        let stop = async {
+            let _ = rx.await;
+        };
+        let drain = Duration::from_secs(30);
+        let task = match workers {
+            None => tokio::spawn(server::run(listener, state.clone(), stop, drain)),
+            Some(n) => {
+                let served = server::run_workers(listener, n, state.clone(), stop, drain);
+                tokio::spawn(async move { served.await.unwrap() })
+            }
+        };
         Proxy {
             addr,
             state,
