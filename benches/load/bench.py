@@ -1062,6 +1062,70 @@ def profile_mode(args):
         shutil.rmtree(tmp, ignore_errors=True)  # --output is a path of its own, outside tmp
 
 
+def cpu_ticks(pid):
+    """User and system clock ticks of a process and its children (nginx's workers)."""
+    pids = [pid] + [int(d) for d in os.listdir("/proc") if d.isdigit() and proc_ppid(int(d)) == pid]
+    user = system = 0
+    for p in pids:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user, system
+
+
+def proc_ppid(pid):
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_mode(args):
+    """CPU time per proxied request (user and kernel, from /proc) while wrk
+    runs: hermes-proxy in each --env variant and nginx proxy_pass, interleaved."""
+    tmp = tempfile.mkdtemp(prefix="hermes-cpu-")
+    try:
+        script = wrk_script(tmp, json.dumps(REQUEST))
+        up_proc, up_port = start_upstream(tmp)
+        sse_proc, sse_port = start_sse_upstream()
+        cfg = hermes_config(tmp, up_port, sse_port)
+        variants = [(f"hermes-proxy {json.dumps(env) if env else '(default)'}", env) for env in args.env or [{}]]
+        # All started before any is measured, as the comparison runs them.
+        procs, urls = {}, {}
+        for name, env in variants:
+            port = free_port()
+            procs[name], _ = start_hermes(cfg, port, extra_env=dict(env))
+            urls[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        nginx = start_nginx_proxy(tmp, up_port, sse_port)
+        procs[nginx.name], urls[nginx.name] = nginx.proc, nginx.url()
+        rows = {name: [] for name in procs}
+        tick = os.sysconf("SC_CLK_TCK")
+        for url in urls.values():
+            run_wrk(url, script, args.conns, 1, args.threads)  # warm-up
+        for r in range(args.rounds):
+            for name, proc in procs.items():
+                u0, s0 = cpu_ticks(proc.pid)
+                res = run_wrk(urls[name], script, args.conns, args.duration, args.threads)
+                u1, s1 = cpu_ticks(proc.pid)
+                if res["errors"] or res["status_errors"]:
+                    sys.exit(f"{name}: {res['errors']} failed requests, {res['status_errors']} not 2xx")
+                n = max(res["requests"], 1)
+                row = (res["rps"], (u1 - u0) / tick / n * 1e6, (s1 - s0) / tick / n * 1e6)
+                rows[name].append(row)
+                log(f"round {r + 1} {name}: {row[0]:.0f} req/s, user {row[1]:.1f} µs, system {row[2]:.1f} µs a request")
+        print(f"CPU per request under wrk ({args.rounds} rounds × {args.duration} s, {args.conns} connections); medians:")
+        print("| target | req/s | user µs | system µs | total µs |")
+        print("|---|---:|---:|---:|---:|")
+        for name in rows:
+            rps, user, system = (statistics.median(x[i] for x in rows[name]) for i in range(3))
+            print(f"| {name} | {rps:,.0f} | {user:.1f} | {system:.1f} | {user + system:.1f} |")
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def callgrind_mode(args):
     """Instructions per proxied request, counted by callgrind: repeatable on
     a noisy machine, where wall-clock numbers are not."""
@@ -1695,6 +1759,13 @@ def main():
     cg.add_argument("--env", type=json.loads, help='extra environment for hermes-proxy, JSON: {"RUST_LOG":"warn"}')
     cg.add_argument("--output", help="callgrind output file (kept)")
     cg.add_argument("--nginx", action="store_true", help="count nginx proxy_pass instead, for scale")
+    cpu = sub.add_parser("cpu", help="CPU time per request, hermes-proxy variants beside nginx")
+    cpu.add_argument("--rounds", type=int, default=3)
+    cpu.add_argument("--duration", type=int, default=5)
+    cpu.add_argument("--conns", type=int, default=16)
+    cpu.add_argument("--threads", type=int, default=2)
+    cpu.add_argument("--env", type=json.loads,
+                     help='hermes-proxy variants, a JSON list of environments: [{}, {"TOKIO_WORKER_THREADS":"1"}]')
     rs = sub.add_parser("responses", help="a Responses request's overhead beside a chat request's")
     rs.add_argument("--rounds", type=int, default=3)
     rs.add_argument("--requests", type=int, default=500, help="requests per endpoint and round")
@@ -1731,6 +1802,8 @@ def main():
         return profile_mode(args)
     if args.mode == "callgrind":
         return callgrind_mode(args)
+    if args.mode == "cpu":
+        return cpu_mode(args)
     if args.mode == "responses":
         return responses_mode(args)
     if args.mode == "cluster":
