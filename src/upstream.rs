@@ -10,6 +10,8 @@
 //! [`FilteredResolver`]: the addresses a name resolves to are checked before
 //! the connector sees them, so it connects only to addresses that passed.
 
+mod pool;
+
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -17,24 +19,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::uri::{Parts, PathAndQuery};
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
-use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use thread_local::ThreadLocal;
+use tower::ServiceExt;
 
 use crate::body::{from_incoming, Body, BoxError};
+use pool::{Conn, Origin, Pool, Returning};
 
 /// Providers use the system resolver as it is (`R` defaults to it); only
 /// `web_fetch` plugs in a [`FilteredResolver`].
 #[derive(Clone)]
-pub struct Client<R: Send + 'static = GaiResolver> {
+pub struct Client<R = GaiResolver> {
     connector: HttpsConnector<HttpConnector<R>>,
-    max_idle_per_host: usize,
-    /// Made on a thread's first request.
-    per_thread: Arc<ThreadLocal<HyperClient<HttpsConnector<HttpConnector<R>>, Body>>>,
+    pool: Arc<Pool>,
 }
 
 /// Why a request never produced a response.
@@ -46,16 +49,37 @@ pub enum SendError {
     Other(String),
 }
 
+/// How long an idle upstream connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 impl Client {
     pub fn new(connect_timeout: Duration) -> Self {
         Client::with_resolver(connect_timeout, GaiResolver::new(), 256)
     }
 }
 
-impl<R: Send + 'static> Client<R>
+/// What went wrong with one try on one connection.
+enum Failed {
+    /// The connection was closed before the request went out: it can go
+    /// on another connection.
+    Unsent(Box<Request<Body>>),
+    Other(String),
+}
+
+impl<R> Client<R>
 where
-    R: Clone,
-    HttpsConnector<HttpConnector<R>>: Connect + Clone + Send + Sync + 'static,
+    R: tower::Service<Name> + Clone + Send + Sync + 'static,
+    HttpsConnector<HttpConnector<R>>: tower::Service<
+            Uri,
+            Response = hyper_rustls::MaybeHttpsStream<
+                hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+            >,
+            Error = BoxError,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
 {
     pub fn with_resolver(connect_timeout: Duration, resolver: R, max_idle_per_host: usize) -> Self {
         let mut http = HttpConnector::new_with_resolver(resolver);
@@ -79,27 +103,155 @@ where
             .wrap_connector(http);
         Client {
             connector: https,
-            max_idle_per_host,
-            per_thread: Arc::new(ThreadLocal::new()),
+            pool: Arc::new(Pool::new(max_idle_per_host, IDLE_TIMEOUT)),
         }
     }
 
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, SendError> {
-        let client = self.per_thread.get_or(|| {
-            HyperClient::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(self.max_idle_per_host)
-                .build(self.connector.clone())
-        });
-        match client.request(req).await {
-            Ok(resp) => Ok(resp.map(from_incoming)),
-            Err(e) => Err(match refusal(&e) {
-                Some(message) => SendError::Refused(message),
-                None if e.is_connect() => SendError::Connect(error_chain(&e)),
-                None => SendError::Other(error_chain(&e)),
-            }),
+    /// Sends `req` (an absolute URI) on an idle connection of this thread's
+    /// pool, else on a new one. A request that a pooled connection closed
+    /// under before sending it goes once more, on a new connection.
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, SendError> {
+        let target = req.uri().clone();
+        let Some((origin, idle)) = self.pool.checkout(&target) else {
+            return Err(SendError::Other(format!(
+                "cannot send to `{target}`: the URL has no scheme or host"
+            )));
+        };
+        if !req.headers().contains_key(header::HOST) {
+            let host = host_header(&target).map_err(SendError::Other)?;
+            req.headers_mut().insert(header::HOST, host);
+        }
+        let (mut conn, mut reused) = match idle {
+            Some(conn) => (conn, true),
+            None => (self.connect(&target, &origin).await?, false),
+        };
+        loop {
+            match self.try_send(conn, req, &target, &origin).await {
+                Ok(resp) => return Ok(resp),
+                Err(Failed::Unsent(back)) if reused => {
+                    req = *back;
+                    conn = self.connect(&target, &origin).await?;
+                    reused = false;
+                }
+                Err(Failed::Unsent(_)) => {
+                    return Err(SendError::Other(
+                        "the upstream closed a new connection before the request was sent".into(),
+                    ))
+                }
+                Err(Failed::Other(message)) => return Err(SendError::Other(message)),
+            }
         }
     }
+
+    async fn try_send(
+        &self,
+        conn: Conn,
+        mut req: Request<Body>,
+        target: &Uri,
+        origin: &Arc<Origin>,
+    ) -> Result<Response<Body>, Failed> {
+        match conn {
+            Conn::H1(mut sender) => {
+                if sender.ready().await.is_err() {
+                    return Err(Failed::Unsent(Box::new(req)));
+                }
+                *req.uri_mut() = origin_form(target);
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        let pool = self.pool.clone();
+                        Ok(resp
+                            .map(|body| Returning::new(body, pool, origin.clone(), sender).boxed()))
+                    }
+                    Err(mut e) => Err(unsent_or(e.take_message(), target, e.error())),
+                }
+            }
+            // The pool holds the connection's handle still: nothing goes back.
+            Conn::H2(mut sender) => {
+                if sender.ready().await.is_err() {
+                    return Err(Failed::Unsent(Box::new(req)));
+                }
+                match sender.try_send_request(req).await {
+                    Ok(resp) => Ok(resp.map(from_incoming)),
+                    Err(mut e) => Err(unsent_or(e.take_message(), target, e.error())),
+                }
+            }
+        }
+    }
+
+    /// A new connection to `target`'s origin, HTTP/2 when TLS's ALPN says
+    /// so (then shared through the pool at once), driven by a task of this
+    /// thread's runtime.
+    async fn connect(&self, target: &Uri, origin: &Arc<Origin>) -> Result<Conn, SendError> {
+        let connect_error = |e: &(dyn std::error::Error + 'static)| match refusal(e) {
+            Some(message) => SendError::Refused(message),
+            None => SendError::Connect(error_chain(e)),
+        };
+        let io = self
+            .connector
+            .clone()
+            .oneshot(target.clone())
+            .await
+            .map_err(|e| connect_error(&*e))?;
+        if io.connected().is_negotiated_h2() {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| connect_error(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!("upstream connection ended: {e}");
+                }
+            });
+            self.pool.put(origin, Conn::H2(sender.clone()));
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, conn) = http1::handshake(io).await.map_err(|e| connect_error(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!("upstream connection ended: {e}");
+                }
+            });
+            Ok(Conn::H1(sender))
+        }
+    }
+}
+
+/// The request back when it never went out (with the absolute URI the next
+/// connection needs), else the error.
+fn unsent_or(unsent: Option<Request<Body>>, target: &Uri, error: &hyper::Error) -> Failed {
+    match unsent {
+        Some(mut req) => {
+            *req.uri_mut() = target.clone();
+            Failed::Unsent(Box::new(req))
+        }
+        None => Failed::Other(error_chain(error)),
+    }
+}
+
+/// `/path?query`, what an HTTP/1 request line carries.
+fn origin_form(uri: &Uri) -> Uri {
+    let mut parts = Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+/// The `Host` header for `uri`: the port only when it is not the scheme's own.
+pub(crate) fn host_header(uri: &Uri) -> Result<HeaderValue, String> {
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("cannot send to `{uri}`: the URL has no host"))?;
+    match (uri.port_u16(), uri.scheme_str()) {
+        (Some(port), scheme)
+            if !matches!((scheme, port), (Some("http"), 80) | (Some("https"), 443)) =>
+        {
+            HeaderValue::try_from(format!("{host}:{port}"))
+        }
+        _ => HeaderValue::try_from(host),
+    }
+    .map_err(|e| format!("cannot send to `{uri}`: {e}"))
 }
 
 /// The [`AddressRefused`] somewhere in an error's chain, as its message

@@ -11,9 +11,9 @@ use crate::error::{ErrorKind, UpstreamError};
 use crate::upstream::{self, Client};
 
 /// Where a wire posts, made once per config rather than per request: the
-/// URI parsed, its `Host` header, which hyper_util would otherwise format
-/// anew for every request (together a tenth of sending one), and the
-/// provider's configured headers.
+/// URI parsed, its `Host` header, which would otherwise be formatted anew
+/// for every request (together a tenth of sending one), and the provider's
+/// configured headers.
 #[derive(Debug, Clone)]
 pub(super) struct Destination {
     uri: Uri,
@@ -31,17 +31,7 @@ impl Destination {
             ))
         };
         let uri = Uri::try_from(url).map_err(|e| bad(&e))?;
-        let mut host = match (uri.host(), uri.port_u16(), uri.scheme_str()) {
-            (None, ..) => return Err(bad(&"the URL has no host")),
-            // As hyper_util writes it: the port only when it is not the scheme's own.
-            (Some(host), Some(port), scheme)
-                if !matches!((scheme, port), (Some("http"), 80) | (Some("https"), 443)) =>
-            {
-                HeaderValue::try_from(format!("{host}:{port}"))
-            }
-            (Some(host), ..) => HeaderValue::try_from(host),
-        }
-        .map_err(|e| bad(&e))?;
+        let mut host = upstream::host_header(&uri).map_err(|e| bad(&e))?;
         let mut headers: Vec<(HeaderName, HeaderValue)> = provider
             .headers
             .iter()
@@ -52,7 +42,7 @@ impl Destination {
                 ))
             })
             .collect::<Result<_, UpstreamError>>()?;
-        // A configured `Host` is the one sent, as hyper_util would keep it.
+        // A configured `Host` is the one sent.
         if let Some(at) = headers.iter().position(|(name, _)| name == header::HOST) {
             host = headers.remove(at).1;
         }
@@ -126,7 +116,7 @@ mod tests {
     use crate::config::ProviderKind;
 
     #[test]
-    fn a_destination_has_the_host_header_hyper_would_write() {
+    fn a_destination_has_the_host_header_of_its_url() {
         let provider = config::Provider::named("up", ProviderKind::OpenAi);
         let host = |url: &str| {
             Destination::new(&provider, url.into())

@@ -28,3 +28,4 @@ mod responses;
 mod route_layer;
 mod server;
 mod streaming;
+mod upstream_pool;
