@@ -180,8 +180,18 @@ where
 
     /// A new connection to `target`'s origin, HTTP/2 when TLS's ALPN says
     /// so (then shared through the pool at once), driven by a task of this
-    /// thread's runtime.
-    async fn connect(&self, target: &Uri, origin: &Arc<Origin>) -> Result<Conn, SendError> {
+    /// thread's runtime. Boxed: its TLS and HTTP/2 handshakes would make every request's
+    /// future kilobytes larger, copied whenever it moves, for a path that
+    /// a pooled request never takes.
+    fn connect<'a>(
+        &'a self,
+        target: &'a Uri,
+        origin: &'a Arc<Origin>,
+    ) -> Pin<Box<dyn Future<Output = Result<Conn, SendError>> + Send + 'a>> {
+        Box::pin(self.open(target, origin))
+    }
+
+    async fn open(&self, target: &Uri, origin: &Arc<Origin>) -> Result<Conn, SendError> {
         let connect_error = |e: &(dyn std::error::Error + 'static)| match refusal(e) {
             Some(message) => SendError::Refused(message),
             None => SendError::Connect(error_chain(e)),
