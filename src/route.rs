@@ -2,13 +2,17 @@
 //! targets a request may be sent to. Built once per config (so a request
 //! only looks a name up); no I/O.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use crate::config::{self, Config, Strategy};
 use crate::error::ApiError;
 use crate::provider::{self, Provider};
 use crate::upstream::Client;
+
+/// What is kept per target: by provider, then model, nested so that a
+/// request finds its target by reference rather than by a key built for it.
+pub type ByTarget<V> = FxHashMap<String, FxHashMap<String, V>>;
 
 /// One place a request may be sent.
 #[derive(Clone)]
@@ -53,14 +57,14 @@ impl std::fmt::Debug for Target {
 /// Every route's plan and every enabled provider's adapter, for one config.
 pub struct Routes {
     /// None: the route has no enabled target.
-    plans: HashMap<String, Option<Arc<Plan>>>,
-    providers: HashMap<String, (Arc<config::Provider>, Arc<dyn Provider>)>,
+    plans: FxHashMap<String, Option<Arc<Plan>>>,
+    providers: FxHashMap<String, (Arc<config::Provider>, Arc<dyn Provider>)>,
     available: Vec<String>,
 }
 
 impl Routes {
     pub fn new(config: &Config, client: &Client) -> Self {
-        let providers: HashMap<_, _> = config
+        let providers: FxHashMap<_, _> = config
             .providers
             .iter()
             .filter(|p| p.enabled)

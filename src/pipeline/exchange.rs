@@ -1,7 +1,7 @@
 //! The canonical request and answer every route's stack speaks, whatever
 //! dialect the client used: an [`Exchange`] goes down, a [`Served`] comes back.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +82,7 @@ pub type RouteService = BoxCloneSyncService<Exchange, Served, ApiError>;
 /// Every route's stack for one config, built once when it is loaded.
 pub struct RouteTable {
     routes: Routes,
-    services: HashMap<String, RouteService>,
+    services: FxHashMap<String, RouteService>,
     /// For `provider/model`: no route, so no route layers.
     direct: RouteService,
 }
@@ -90,7 +90,7 @@ pub struct RouteTable {
 impl RouteTable {
     pub fn new(
         routes: Routes,
-        services: HashMap<String, RouteService>,
+        services: FxHashMap<String, RouteService>,
         direct: RouteService,
     ) -> Self {
         RouteTable {

@@ -8,7 +8,7 @@
 //!                   (per attempt: ReasoningHook, FitHook, LimitsHook) -> Provider
 //! ```
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use tower::{Layer, Service};
@@ -82,7 +82,7 @@ pub fn build(config: &Config, handles: &Arc<Handles>, layers: &Layers) -> Arc<Ro
             .map(Arc::new)
             .inspect_err(|why| tracing::error!("agent routes cannot run their tools: {why}"))
     });
-    let services: HashMap<String, RouteService> = config
+    let services: FxHashMap<String, RouteService> = config
         .routes
         .iter()
         .map(|route| {

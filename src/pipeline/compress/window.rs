@@ -6,7 +6,6 @@
 //! limit better than a configuration written for another one, so the next
 //! request is compressed before it is sent.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,15 +14,14 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use crate::config::ProviderKind;
-use crate::route::Target;
+use crate::route::{ByTarget, Target};
 use crate::upstream::Client;
 
 /// Limits learned from context-length errors or asked of local servers,
-/// per provider and model (nested, so that a request looks its target up
-/// by reference). `None`: asked, and the server did not say.
+/// per target. `None`: asked, and the server did not say.
 #[derive(Debug, Default)]
 pub struct Windows {
-    learned: Mutex<HashMap<String, HashMap<String, Option<u32>>>>,
+    learned: Mutex<ByTarget<Option<u32>>>,
 }
 
 /// A local server that does not answer a window probe within this is not waited for.
@@ -97,7 +95,7 @@ impl Windows {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Option<u32>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByTarget<Option<u32>>> {
         self.learned.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

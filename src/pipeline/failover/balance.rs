@@ -6,21 +6,20 @@
 //!   faster of two picked at random (power of two choices, which avoids
 //!   herding onto one target), the rest fastest first.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::config::Strategy;
-use crate::route::Target;
+use crate::route::{ByTarget, Target};
 
 /// How fast a peak is forgotten: the EWMA's time constant.
 const DECAY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 pub struct Latencies {
-    ewma: Mutex<HashMap<(String, String), (f64, Instant)>>,
+    ewma: Mutex<ByTarget<(f64, Instant)>>,
 }
 
 impl Latencies {
@@ -29,9 +28,14 @@ impl Latencies {
     pub fn observe(&self, provider: &str, model: &str, sample: Duration, now: Instant) {
         let sample = sample.as_secs_f64();
         let mut map = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = map
-            .entry((provider.to_owned(), model.to_owned()))
-            .or_insert((sample, now));
+        let models = match map.get_mut(provider) {
+            Some(models) => models,
+            None => map.entry(provider.to_owned()).or_default(),
+        };
+        let entry = match models.get_mut(model) {
+            Some(entry) => entry,
+            None => models.entry(model.to_owned()).or_insert((sample, now)),
+        };
         let (value, at) = *entry;
         let next = if sample > value {
             sample
@@ -45,7 +49,8 @@ impl Latencies {
     /// The estimate in seconds; an unmeasured target counts as fastest so it gets tried.
     pub fn estimate(&self, provider: &str, model: &str) -> f64 {
         let map = self.ewma.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(provider.to_owned(), model.to_owned()))
+        map.get(provider)
+            .and_then(|models| models.get(model))
             .map_or(0.0, |(v, _)| *v)
     }
 }
