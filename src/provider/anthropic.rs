@@ -81,7 +81,7 @@ impl Anthropic {
             .chain([version])
             .chain(extra.iter().cloned())
             .collect();
-        post::post_json(&self.client, &self.provider, to, body, stream, headers).await
+        post::post_json(&self.client, to, body, stream, headers).await
     }
 
     async fn translated(

@@ -59,7 +59,7 @@ impl OpenAi {
             body.to_vec()
         };
         let headers = self.key.clone()?.into_iter().collect();
-        post::post_json(&self.client, &self.provider, to, bytes, stream, headers).await
+        post::post_json(&self.client, to, bytes, stream, headers).await
     }
 }
 
