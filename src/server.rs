@@ -12,13 +12,15 @@ mod limits;
 mod workers;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::http;
 use crate::runtime::State;
@@ -33,17 +35,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let stopping = async {
-        shutdown.await;
-        tracing::info!("stopped accepting; draining in-flight requests (up to {drain:?})");
-    };
-    if !serve(listener, Arc::new(Shared::new(state)), stopping, drain).await {
+    let shared = Arc::new(Shared::new(state));
+    let connections = Connections::new(shared.clone());
+    accept(listener, &shared, shutdown, |stream, peer, slot| {
+        connections.serve(stream, peer, slot);
+    })
+    .await;
+    tracing::info!("stopped accepting; draining in-flight requests (up to {drain:?})");
+    if !connections.drain(drain).await {
         tracing::warn!("drain timed out; closing remaining connections");
     }
 }
 
-/// What every accept loop of a process shares: the `max_connections` slots
-/// above all.
+/// What every accept loop and worker of a process shares: the
+/// `max_connections` slots above all.
 struct Shared {
     state: Arc<State>,
     builders: Builders,
@@ -60,19 +65,15 @@ impl Shared {
     }
 }
 
-/// Accepts and serves connections until `shutdown`, then waits up to
-/// `drain` for them; whether they all ended in time.
-async fn serve(
+/// Takes connections off `listener` until `shutdown`, each with its
+/// `max_connections` slot, and hands them to `serve`; drops the listener
+/// when it stops.
+async fn accept(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: &Shared,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) -> bool {
-    // Taken at the stop: a connection whose first bytes come later is
-    // closed instead of served, and the stop does not wait for one that
-    // never sends any.
-    let graceful = Arc::new(Mutex::new(Some(GracefulShutdown::new())));
-    let service = http::service(shared.state.clone());
+    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+) {
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -93,12 +94,40 @@ async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        serve(stream, peer, slot);
+    }
+}
+
+/// The connections one runtime serves, and their graceful stop.
+struct Connections<S> {
+    shared: Arc<Shared>,
+    service: S,
+    /// Taken at the stop: a connection whose first bytes come later is
+    /// closed instead of served, and the stop does not wait for one that
+    /// never sends any.
+    graceful: Arc<Mutex<Option<GracefulShutdown>>>,
+}
+
+impl Connections<()> {
+    fn new(shared: Arc<Shared>) -> Connections<impl http::edge::Inner + Clone> {
+        Connections {
+            service: http::service(shared.state.clone()),
+            shared,
+            graceful: Arc::new(Mutex::new(Some(GracefulShutdown::new()))),
+        }
+    }
+}
+
+impl<S: http::edge::Inner + Clone> Connections<S> {
+    /// Serves `stream` in a task of the calling runtime; `held` (its slot)
+    /// is kept for as long as the connection is open.
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, held: impl Send + 'static) {
         let activity = Activity::new();
-        let (shared, service) = (shared.clone(), service.clone());
-        let graceful = graceful.clone();
+        let (shared, service) = (self.shared.clone(), self.service.clone());
+        let graceful = self.graceful.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            // Built here rather than in the loop: the connection's future
+            let _held = held;
+            // Built here rather than by the caller: the connection's future
             // lives in this task's, not in both.
             let serve = async {
                 let builder = shared.builders.for_stream(&stream).await;
@@ -124,13 +153,17 @@ async fn serve(
             }
         });
     }
-    drop(listener);
-    let Some(graceful) = lock(&graceful).take() else {
-        return true;
-    };
-    tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_ok()
+
+    /// Asks every connection to finish what it is serving and close, and
+    /// waits up to `drain` for them; whether they all ended in time.
+    async fn drain(&self, drain: Duration) -> bool {
+        let Some(graceful) = lock(&self.graceful).take() else {
+            return true;
+        };
+        tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_ok()
+    }
 }
 
 fn lock(graceful: &Mutex<Option<GracefulShutdown>>) -> MutexGuard<'_, Option<GracefulShutdown>> {

@@ -1,7 +1,7 @@
 //! Thread per core: each worker thread runs a single-threaded runtime of
-//! its own, accepts from the one listening socket, and serves a connection
-//! whole on the thread that took it, its upstream connections included
-//! (the upstream pool is per thread too, see [`crate::upstream::Client`]).
+//! its own and serves a connection whole on the thread it was handed to,
+//! its upstream connections included (the upstream pool is per thread too,
+//! see [`crate::upstream::Client`]).
 //!
 //! On tokio's work-stealing runtime a proxied request hopped threads on its
 //! way (the client's connection task, the answer's channel) and idle
@@ -12,14 +12,16 @@
 //! the other connections of its thread, not of the process.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
-use super::{serve, Shared};
+use super::{accept, Connections, Shared};
 use crate::runtime::State;
 
 /// The variable tokio reads for its own runtime's thread count; the same
@@ -40,9 +42,31 @@ pub fn worker_count() -> Result<usize, String> {
     }
 }
 
+/// A connection handed to a worker: its socket (out of the accepting
+/// runtime, into the worker's), and what it holds while open.
+struct Handed {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    held: (OwnedSemaphorePermit, Open),
+}
+
+/// Counts a worker's open connections while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves `listener` on `workers` threads until `shutdown`, then lets each
 /// drain its connections for up to `drain`. Returns once every worker has.
 /// Dropping the future stops the workers too.
+///
+/// The calling runtime accepts, and hands each connection to the worker
+/// with the fewest open: workers that each accepted for themselves took
+/// what came while they waited, and a run of connections arriving at once
+/// could all land on one (a core saturated, the other idle).
 pub async fn run_workers(
     listener: TcpListener,
     workers: usize,
@@ -50,36 +74,54 @@ pub async fn run_workers(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let listener = listener.into_std()?;
     let shared = Arc::new(Shared::new(state));
-    let (stop, stopped) = watch::channel(false);
+    let mut handoffs = Vec::with_capacity(workers);
     let mut ended = Vec::with_capacity(workers);
     for n in 0..workers.max(1) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        // Each thread polls its own registration of the one socket.
-        let listener = {
-            let _in = runtime.enter();
-            TcpListener::from_std(listener.try_clone()?)?
-        };
-        let (shared, mut stopped) = (shared.clone(), stopped.clone());
+        let (handoff, mut handed) = mpsc::unbounded_channel::<Handed>();
         let (done, end) = oneshot::channel();
+        let shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("hermes-worker-{n}"))
             .spawn(move || {
-                // A dropped sender stops the worker as a sent stop does.
-                let stop = async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                };
-                let _ = done.send(runtime.block_on(serve(listener, shared, stop, drain)));
+                let drained = runtime.block_on(async move {
+                    let connections = Connections::new(shared);
+                    // Until the accepting side stops (or is dropped).
+                    while let Some(Handed { stream, peer, held }) = handed.recv().await {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => connections.serve(stream, peer, held),
+                            Err(e) => tracing::warn!(%peer, "cannot serve a connection: {e}"),
+                        }
+                    }
+                    connections.drain(drain).await
+                });
+                let _ = done.send(drained);
             })?;
+        handoffs.push((handoff, Arc::new(AtomicUsize::new(0))));
         ended.push(end);
     }
-    drop(listener);
-    shutdown.await;
+    accept(listener, &shared, shutdown, |stream, peer, slot| {
+        let Some((handoff, open)) = handoffs
+            .iter()
+            .min_by_key(|(_, open)| open.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        match stream.into_std() {
+            Ok(stream) => {
+                open.fetch_add(1, Ordering::Relaxed);
+                let held = (slot, Open(open.clone()));
+                let _ = handoff.send(Handed { stream, peer, held });
+            }
+            Err(e) => tracing::warn!(%peer, "cannot hand a connection over: {e}"),
+        }
+    })
+    .await;
     tracing::info!("stopped accepting; draining in-flight requests (up to {drain:?})");
-    let _ = stop.send(true);
+    drop(handoffs);
     let mut in_time = true;
     for end in ended {
         // A worker that panicked has nothing left to drain.
