@@ -211,13 +211,17 @@ impl Relay {
                 SseEvent::Data { event, data } if self.native.is_some() => {
                     match self.pass_on(event, data, tx).await {
                         Ok(true) => continue,
-                        Ok(false) => return None,
+                        Ok(false) => {
+                            reader.finish();
+                            return None;
+                        }
                         Err(err) => return Some(err),
                     }
                 }
                 SseEvent::Data { data, .. } => data,
             };
             if data == "[DONE]" {
+                reader.finish();
                 let _ = self.send(tx, Bytes::from_static(sse::DONE)).await;
                 self.finished();
                 return None;

@@ -89,6 +89,23 @@ impl SseReader {
         self.high_water
     }
 
+    /// Reads what is left of the body in the background, for at most a
+    /// second: after `[DONE]` an HTTP/1 answer still has its closing chunk
+    /// to give, and only a body read to its end lets its upstream
+    /// connection serve another request (a body dropped short closes it,
+    /// and the next stream pays for a new one).
+    pub fn finish(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let mut rest = std::mem::replace(&mut self.body, body::empty());
+        tokio::spawn(async move {
+            let drained = async { while let Some(Ok(_)) = rest.frame().await {} };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
+        });
+    }
+
     /// The next event; `Ok(None)` when the body ended (a final event without
     /// its blank line is still delivered first). An event or line over
     /// `max_event_bytes` is an error, after which the body is dropped.

@@ -16,7 +16,9 @@ use crate::support::proxy::{config_for, Proxy};
 
 const ANSWER: &str = r#"{"id":"c1","object":"chat.completion","created":1,"model":"up-model","choices":[{"index":0,"message":{"role":"assistant","content":"pooled"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"prompt_tokens_details":{"cached_tokens":0}}}"#;
 
-/// Answers every request with [`ANSWER`] (the proxy's context-window probes
+const STREAM_CHUNK: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"up-model","choices":[{"index":0,"delta":{"role":"assistant","content":"pooled"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+
+/// Answers every request with [`ANSWER`] (a stream with [`STREAM_CHUNK`]) (the proxy's context-window probes
 /// too); counts accepted connections.
 struct RawUpstream {
     base_url: String,
@@ -69,11 +71,24 @@ async fn serve(mut conn: TcpStream, close_after_answer: bool) {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
+        let streamed =
+            String::from_utf8_lossy(&buf[head_end..head_end + length]).contains("\"stream\":true");
         buf.drain(..head_end + length);
-        let answer = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ANSWER}",
-            ANSWER.len()
-        );
+        let answer = if streamed {
+            // As streaming servers send it: chunked, `[DONE]`, then the
+            // closing chunk.
+            let chunk = |event: &str| format!("{:x}\r\n{event}\r\n", event.len());
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{}{}0\r\n\r\n",
+                chunk(&format!("data: {STREAM_CHUNK}\n\n")),
+                chunk("data: [DONE]\n\n"),
+            )
+        } else {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ANSWER}",
+                ANSWER.len()
+            )
+        };
         if conn.write_all(answer.as_bytes()).await.is_err() {
             return;
         }
@@ -111,6 +126,26 @@ async fn sequential_requests_share_one_upstream_connection() {
         assert_eq!(
             ask(&proxy).await["choices"][0]["message"]["content"],
             "pooled"
+        );
+    }
+    assert_eq!(up.connections(), 1);
+}
+
+/// A stream ends at `[DONE]`, but its connection is free only once the
+/// closing chunk is read too.
+#[tokio::test]
+async fn sequential_streams_share_one_upstream_connection() {
+    let up = RawUpstream::start(false).await;
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url)], "")).await;
+    let mut streamed = chat();
+    streamed["stream"] = json!(true);
+    for _ in 0..3 {
+        let resp = proxy.post("/v1/chat/completions", &streamed).await;
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.contains("pooled") && text.ends_with("data: [DONE]\n\n"),
+            "{text}"
         );
     }
     assert_eq!(up.connections(), 1);
