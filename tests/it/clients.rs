@@ -149,9 +149,30 @@ async fn an_idle_keep_alive_is_closed_after_idle_timeout_and_not_before() {
     );
 }
 
+const CAP_OF_TWO: &str = "max_connections = 2\nidle_timeout = \"1h\"\n";
+
 #[tokio::test(start_paused = true)]
 async fn beyond_max_connections_a_new_connection_waits_until_one_closes() {
-    let proxy = Proxy::start(&demo_config("max_connections = 2\nidle_timeout = \"1h\"\n")).await;
+    let proxy = Proxy::start(&demo_config(CAP_OF_TWO)).await;
+    let mut open = a_third_connection_waits_for_a_slot(&proxy, Duration::from_secs(30)).await;
+    // The one still open keeps working.
+    open[0].write_all(HEALTH).await.unwrap();
+    assert_eq!(read_response(&mut open[0]).await.unwrap().0, 200);
+}
+
+/// The cap is the process's, not each worker thread's: with one per thread,
+/// two threads would serve four connections here.
+#[tokio::test]
+async fn max_connections_holds_across_worker_threads() {
+    let proxy = Proxy::start_on_workers(&demo_config(CAP_OF_TWO), 2).await;
+    // The workers run on real time: half a second unserved stands for never.
+    a_third_connection_waits_for_a_slot(&proxy, Duration::from_millis(500)).await;
+    proxy.stop().await;
+}
+
+/// Under a cap of two: two connections are served, a third is not (for
+/// `unserved`) until one of them closes. The one left open is returned.
+async fn a_third_connection_waits_for_a_slot(proxy: &Proxy, unserved: Duration) -> Vec<TcpStream> {
     let mut open = vec![];
     for _ in 0..2 {
         let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
@@ -163,42 +184,14 @@ async fn beyond_max_connections_a_new_connection_waits_until_one_closes() {
     // not take the connection while two are open.
     let mut third = TcpStream::connect(proxy.addr).await.unwrap();
     third.write_all(HEALTH).await.unwrap();
-    let early = timeout(Duration::from_secs(30), read_response(&mut third)).await;
+    let early = timeout(unserved, read_response(&mut third)).await;
     assert!(early.is_err(), "a third connection was served: {early:?}");
     drop(open.remove(0));
     let served = timeout(Duration::from_secs(30), read_response(&mut third))
         .await
         .expect("the waiting connection was not served after one closed");
     assert_eq!(served.unwrap().0, 200);
-    // The one still open keeps working.
-    open[0].write_all(HEALTH).await.unwrap();
-    assert_eq!(read_response(&mut open[0]).await.unwrap().0, 200);
-}
-
-/// The cap is the process's, not each worker thread's: with one per thread,
-/// two threads would serve four connections here.
-#[tokio::test]
-async fn max_connections_holds_across_worker_threads() {
-    let config = demo_config("max_connections = 2\nidle_timeout = \"1h\"\n");
-    let proxy = Proxy::start_on_workers(&config, 2).await;
-    let mut open = vec![];
-    for _ in 0..2 {
-        let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
-        conn.write_all(HEALTH).await.unwrap();
-        assert_eq!(read_response(&mut conn).await.unwrap().0, 200);
-        open.push(conn);
-    }
-    // The workers run on real time: half a second unserved stands for never.
-    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
-    third.write_all(HEALTH).await.unwrap();
-    let early = timeout(Duration::from_millis(500), read_response(&mut third)).await;
-    assert!(early.is_err(), "a third connection was served: {early:?}");
-    drop(open.remove(0));
-    let served = timeout(Duration::from_secs(10), read_response(&mut third))
-        .await
-        .expect("the waiting connection was not served after one closed");
-    assert_eq!(served.unwrap().0, 200);
-    proxy.stop().await;
+    open
 }
 
 #[tokio::test]
