@@ -41,8 +41,17 @@ pub async fn run(
         connections.serve(stream, peer, slot);
     })
     .await;
+    stopping(drain);
+    drained(connections.drain(drain).await);
+}
+
+/// What a stop logs as it begins, and as it ends.
+fn stopping(drain: Duration) {
     tracing::info!("stopped accepting; draining in-flight requests (up to {drain:?})");
-    if !connections.drain(drain).await {
+}
+
+fn drained(in_time: bool) {
+    if !in_time {
         tracing::warn!("drain timed out; closing remaining connections");
     }
 }

@@ -117,10 +117,6 @@ where
                 "cannot send to `{target}`: the URL has no scheme or host"
             )));
         };
-        if !req.headers().contains_key(header::HOST) {
-            let host = host_header(&target).map_err(SendError::Other)?;
-            req.headers_mut().insert(header::HOST, host);
-        }
         let (mut conn, mut reused) = match idle {
             Some(conn) => (conn, true),
             None => (self.connect(&target, &origin).await?, false),
@@ -154,6 +150,11 @@ where
             Conn::H1(mut sender) => {
                 if sender.ready().await.is_err() {
                     return Err(Failed::Unsent(Box::new(req)));
+                }
+                // HTTP/2 names the host in `:authority`; HTTP/1 needs the header.
+                if !req.headers().contains_key(header::HOST) {
+                    let host = host_header(target).map_err(Failed::Other)?;
+                    req.headers_mut().insert(header::HOST, host);
                 }
                 *req.uri_mut() = origin_form(target);
                 match sender.try_send_request(req).await {

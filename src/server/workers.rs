@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
-use super::{accept, Connections, Shared};
+use super::{accept, drained, stopping, Connections, Shared};
 use crate::runtime::State;
 
 /// The variable tokio reads for its own runtime's thread count; the same
@@ -104,8 +104,10 @@ pub async fn run_workers(
         ended.push(end);
     }
     accept(listener, &shared, shutdown, |stream, peer, slot| {
+        // A worker whose runtime died (it panicked) takes no more.
         let Some((handoff, open)) = handoffs
             .iter()
+            .filter(|(handoff, _)| !handoff.is_closed())
             .min_by_key(|(_, open)| open.load(Ordering::Relaxed))
         else {
             return;
@@ -120,15 +122,13 @@ pub async fn run_workers(
         }
     })
     .await;
-    tracing::info!("stopped accepting; draining in-flight requests (up to {drain:?})");
+    stopping(drain);
     drop(handoffs);
     let mut in_time = true;
     for end in ended {
         // A worker that panicked has nothing left to drain.
         in_time &= end.await.unwrap_or(true);
     }
-    if !in_time {
-        tracing::warn!("drain timed out; closing remaining connections");
-    }
+    drained(in_time);
     Ok(())
 }

@@ -5,8 +5,8 @@
 //! times, raced a lazily built connect against the checkout, and spawned a
 //! task to hand an HTTP/1 connection back once it was idle, about 8,000 of
 //! a proxied request's 93,000 instructions (benches/README.md). Here a
-//! thread's few origins are a short list compared by reference to the
-//! strings it already holds, and an HTTP/1 connection goes back when its
+//! thread's few origins are a short list compared as strings, with nothing
+//! hashed or allocated, and an HTTP/1 connection goes back when its
 //! answer's body ends ([`Returning`]).
 
 use std::cell::RefCell;
