@@ -84,11 +84,37 @@ pub fn log(line: &Line<'_>) {
 }
 
 fn timestamp(out: &mut String) {
-    let _ = write!(
-        out,
-        "{}",
-        humantime::format_rfc3339_micros(SystemTime::now())
-    );
+    timestamp_of(out, SystemTime::now());
+}
+
+/// RFC 3339 with microseconds, as `humantime` writes it. The date and time
+/// of day are formatted once a second: through `fmt` they were a third of
+/// writing a line.
+fn timestamp_of(out: &mut String, at: SystemTime) {
+    thread_local! {
+        /// A second, and its text up to the fraction ("2026-12-02T13:49:12").
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != since.as_secs() {
+            let (seconds, text) = &mut *second;
+            text.clear();
+            let _ = write!(text, "{}", humantime::format_rfc3339_seconds(at));
+            text.pop(); // its `Z`
+            *seconds = since.as_secs();
+        }
+        out.push_str(&second.1);
+    });
+    out.push('.');
+    let mut digits = itoa::Buffer::new();
+    let micros = digits.format(since.subsec_micros());
+    out.extend(std::iter::repeat_n('0', 6 - micros.len()));
+    out.push_str(micros);
+    out.push('Z');
 }
 
 fn text(out: &mut String, l: &Line<'_>) {
@@ -162,6 +188,18 @@ fn json(out: &mut String, l: &Line<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timestamp_reads_as_humantime_writes_it() {
+        use std::time::Duration;
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_683_352);
+        for micros in [0, 7, 123_456, 999_999, 1_000_000 + 42, 3_600_000_000 + 1] {
+            let at = base + Duration::from_micros(micros);
+            let mut ours = String::new();
+            timestamp_of(&mut ours, at);
+            assert_eq!(ours, humantime::format_rfc3339_micros(at).to_string());
+        }
+    }
 
     fn line() -> Line<'static> {
         Line {
