@@ -287,6 +287,25 @@ fn models_lists_the_default_route_and_its_targets_in_order() {
 
 // ----- serve -----
 
+/// Stops a served proxy as a supervisor does (SIGTERM), checks that it
+/// exits 0, and returns what it logged.
+fn stop_and_read_log(mut child: std::process::Child) -> String {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut code = None;
+    wait_for("a clean exit", || {
+        code = child.try_wait().unwrap();
+        code.is_some()
+    });
+    assert!(code.unwrap().success(), "exit status {code:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    log
+}
+
 #[test]
 fn serve_refuses_a_public_address_without_client_keys() {
     let dir = Scratch::new("serve-public");
@@ -299,6 +318,44 @@ fn serve_refuses_a_public_address_without_client_keys() {
     let out = run(hermes(&dir).env("HERMES_LISTEN", "0.0.0.0:0"));
     assert!(!out.status.success(), "it started");
     assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
+}
+
+#[test]
+fn serve_refuses_a_worker_count_that_is_no_count() {
+    let dir = Scratch::new("serve-workers");
+    for bad in ["0", "two", "-1"] {
+        let out = run(hermes(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("TOKIO_WORKER_THREADS", bad));
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("TOKIO_WORKER_THREADS") && err.contains(&format!("`{bad}`")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn serve_says_how_many_worker_threads_serve() {
+    let dir = Scratch::new("serve-worker-count");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = hermes(&dir)
+        .args(["serve", "--listen", &addr])
+        .env("TOKIO_WORKER_THREADS", "3")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the proxy to listen", || {
+        http_get(&addr, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let log = stop_and_read_log(child);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("listening on") && l.contains("3 worker threads")),
+        "{log}"
+    );
 }
 
 // ----- help -----
@@ -367,7 +424,7 @@ fn sighup_reloads_the_config_and_sigterm_stops_cleanly() {
     };
     let config = dir.write("edited.toml", &routes(&["alpha"]));
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = hermes(&dir)
+    let child = hermes(&dir)
         .args([
             "serve",
             "--config",
@@ -399,15 +456,7 @@ fn sighup_reloads_the_config_and_sigterm_stops_cleanly() {
         http_get(&addr, "/v1/models").is_some_and(|r| r.contains("\"beta\""))
     });
 
-    kill("-TERM");
-    let mut code = None;
-    wait_for("a clean exit", || {
-        code = child.try_wait().unwrap();
-        code.is_some()
-    });
-    assert!(code.unwrap().success(), "exit status {code:?}");
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let log = stop_and_read_log(child);
     assert!(
         log.lines()
             .any(|l| l.contains("SIGHUP") && l.contains("config reloaded")),
