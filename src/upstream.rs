@@ -207,23 +207,24 @@ where
             let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
                 .await
                 .map_err(|e| connect_error(&e))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("upstream connection ended: {e}");
-                }
-            });
+            drive(conn);
             self.pool.put(origin, Conn::H2(sender.clone()));
             Ok(Conn::H2(sender))
         } else {
             let (sender, conn) = http1::handshake(io).await.map_err(|e| connect_error(&e))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("upstream connection ended: {e}");
-                }
-            });
+            drive(conn);
             Ok(Conn::H1(sender))
         }
     }
+}
+
+/// Runs a connection's I/O in a task of this thread's runtime until it closes.
+fn drive(conn: impl Future<Output = Result<(), hyper::Error>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
 }
 
 /// The request back when it never went out (with the absolute URI the next

@@ -79,6 +79,11 @@ impl Pool {
         }
     }
 
+    /// An idle connection still worth keeping: open, and not idle too long.
+    fn usable(&self, conn: &Conn, idle_since: Instant, now: Instant) -> bool {
+        !conn.is_closed() && now.duration_since(idle_since) < self.idle_timeout
+    }
+
     fn hosts(&self) -> &RefCell<Vec<Host>> {
         self.per_thread.get_or(Default::default)
     }
@@ -110,7 +115,7 @@ impl Pool {
         let host = &mut hosts[at];
         let now = Instant::now();
         while let Some((conn, since)) = host.idle.pop() {
-            if conn.is_closed() || now.duration_since(since) >= self.idle_timeout {
+            if !self.usable(&conn, since, now) {
                 continue;
             }
             // HTTP/2 serves this request and stays for the next ones.
@@ -132,9 +137,7 @@ impl Pool {
             return; // forgotten meanwhile: let the connection close
         };
         let now = Instant::now();
-        let timeout = self.idle_timeout;
-        host.idle
-            .retain(|(c, since)| !c.is_closed() && now.duration_since(*since) < timeout);
+        host.idle.retain(|(c, since)| self.usable(c, *since, now));
         if let Conn::H2(_) = conn {
             // One shared handle per connection is enough.
             if host.idle.iter().any(|(c, _)| matches!(c, Conn::H2(_))) {
