@@ -200,10 +200,11 @@ pub(super) async fn first_event(
         match reader.next().await {
             Ok(Some(SseEvent::Comment)) => continue,
             Ok(Some(SseEvent::Data { data, .. })) if data == "[DONE]" => {
+                reader.finish();
                 return Ok(Answer::Stream {
                     first: Bytes::from_static(sse::DONE),
                     rest: None,
-                })
+                });
             }
             Ok(Some(SseEvent::Data { event, data })) if native => {
                 let value: Value = serde_json::from_str(&data).unwrap_or_default();
