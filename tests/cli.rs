@@ -3,7 +3,7 @@
 //! repository's ./routes.toml) can change what it does.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -287,14 +287,33 @@ fn models_lists_the_default_route_and_its_targets_in_order() {
 
 // ----- serve -----
 
-/// Stops a served proxy as a supervisor does (SIGTERM), checks that it
-/// exits 0, and returns what it logged.
-fn stop_and_read_log(mut child: std::process::Child) -> String {
+/// Starts `cmd` (a `serve` listening on `addr`) with its info log piped,
+/// and waits until it answers `/health`.
+fn serving(cmd: &mut Command, addr: &str) -> Child {
+    let child = cmd
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the proxy to listen", || {
+        http_get(addr, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    child
+}
+
+/// Sends `signal` (`-HUP`, `-TERM`) to `child`.
+fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Stops a served proxy as a supervisor does (SIGTERM), checks that it
+/// exits 0, and returns what it logged.
+fn stop_and_read_log(mut child: Child) -> String {
+    signal(&child, "-TERM");
     let mut code = None;
     wait_for("a clean exit", || {
         code = child.try_wait().unwrap();
@@ -340,16 +359,12 @@ fn serve_refuses_a_worker_count_that_is_no_count() {
 fn serve_says_how_many_worker_threads_serve() {
     let dir = Scratch::new("serve-worker-count");
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = hermes(&dir)
-        .args(["serve", "--listen", &addr])
-        .env("TOKIO_WORKER_THREADS", "3")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the proxy to listen", || {
-        http_get(&addr, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-    });
+    let child = serving(
+        hermes(&dir)
+            .args(["serve", "--listen", &addr])
+            .env("TOKIO_WORKER_THREADS", "3"),
+        &addr,
+    );
     let log = stop_and_read_log(child);
     assert!(
         log.lines()
@@ -424,34 +439,22 @@ fn sighup_reloads_the_config_and_sigterm_stops_cleanly() {
     };
     let config = dir.write("edited.toml", &routes(&["alpha"]));
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = hermes(&dir)
-        .args([
+    let child = serving(
+        hermes(&dir).args([
             "serve",
             "--config",
             config.to_str().unwrap(),
             "--listen",
             &addr,
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the proxy to listen", || {
-        http_get(&addr, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-    });
+        ]),
+        &addr,
+    );
     assert!(!http_get(&addr, "/v1/models").unwrap().contains("\"beta\""));
 
     // The file watcher may notice the edit as well; the log says which
     // trigger reloaded, and SIGHUP always does.
     std::fs::write(&config, routes(&["alpha", "beta"])).unwrap();
-    let kill = |signal: &str| {
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    kill("-HUP");
+    signal(&child, "-HUP");
     wait_for("the reload", || {
         http_get(&addr, "/v1/models").is_some_and(|r| r.contains("\"beta\""))
     });

@@ -99,6 +99,13 @@ async fn serve(mut conn: TcpStream, close_after_answer: bool) {
     }
 }
 
+/// A [`RawUpstream`] and a proxy whose route `main` goes to it.
+async fn proxied(close_after_answer: bool) -> (RawUpstream, Proxy) {
+    let up = RawUpstream::start(close_after_answer).await;
+    let proxy = Proxy::start(&config_for(&[("up", &up.base_url)], "")).await;
+    (up, proxy)
+}
+
 fn chat() -> Value {
     json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -120,8 +127,7 @@ async fn ask_counting_attempts(proxy: &Proxy) -> (Value, String) {
 
 #[tokio::test]
 async fn sequential_requests_share_one_upstream_connection() {
-    let up = RawUpstream::start(false).await;
-    let proxy = Proxy::start(&config_for(&[("up", &up.base_url)], "")).await;
+    let (up, proxy) = proxied(false).await;
     for _ in 0..5 {
         assert_eq!(
             ask(&proxy).await["choices"][0]["message"]["content"],
@@ -135,8 +141,7 @@ async fn sequential_requests_share_one_upstream_connection() {
 /// closing chunk is read too.
 #[tokio::test]
 async fn sequential_streams_share_one_upstream_connection() {
-    let up = RawUpstream::start(false).await;
-    let proxy = Proxy::start(&config_for(&[("up", &up.base_url)], "")).await;
+    let (up, proxy) = proxied(false).await;
     let mut streamed = chat();
     streamed["stream"] = json!(true);
     for _ in 0..3 {
@@ -153,8 +158,7 @@ async fn sequential_streams_share_one_upstream_connection() {
 
 #[tokio::test]
 async fn an_upstream_that_closes_each_connection_after_answering_still_answers_every_request() {
-    let up = RawUpstream::start(true).await;
-    let proxy = Proxy::start(&config_for(&[("up", &up.base_url)], "")).await;
+    let (_up, proxy) = proxied(true).await;
     for _ in 0..5 {
         let (answer, attempts) = ask_counting_attempts(&proxy).await;
         assert_eq!(answer["choices"][0]["message"]["content"], "pooled");
