@@ -2,10 +2,14 @@
 //! Labels come only from bounded sets: route labels, provider names and fixed
 //! outcome words, never a raw client model string or a key.
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::StatusCode;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets that resolve a microsecond-scale proxy hop and a minutes-long generation alike.
@@ -44,6 +48,8 @@ pub struct Metrics {
     /// Beyond SPEC's table: issue 11 asks that a stored response the store
     /// failed to keep be counted, since the client got its answer anyway.
     pub store_write_failures: IntCounter,
+    /// The series of requests that failed before routing.
+    pub unrouted: RouteSeries,
 }
 
 /// `metric`, registered in `registry` (each family once).
@@ -192,6 +198,7 @@ impl Metrics {
                 )
                 .expect("valid metric definition"),
             ),
+            unrouted: RouteSeries::default(),
             registry: r,
         }
     }
@@ -255,15 +262,87 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
 
-    pub fn record_usage(&self, provider: &str, usage: crate::wire::usage::Usage) {
-        for (kind, n) in [
-            ("prompt", usage.prompt),
-            ("completion", usage.completion),
-            ("cached", usage.cached),
-        ] {
+/// A route's series a request counts into, kept with the route's plan: found
+/// by label once, not on every request (prometheus hashes the labels of each
+/// `with_label_values`). Each is found on its first use, so a series still
+/// appears on /metrics only once something happened.
+#[derive(Debug, Default)]
+pub struct RouteSeries {
+    answered: OnceLock<IntCounter>,
+    duration: OnceLock<Histogram>,
+    overhead: OnceLock<Histogram>,
+}
+
+impl RouteSeries {
+    /// A finished request of the route `route`.
+    pub fn record(
+        &self,
+        m: &Metrics,
+        route: &str,
+        status: StatusCode,
+        elapsed: Duration,
+        overhead: Duration,
+    ) {
+        // Nearly every request answers 200; any other status is looked up.
+        if status == StatusCode::OK {
+            self.answered
+                .get_or_init(|| m.requests.with_label_values(&[route, status.as_str()]))
+                .inc();
+        } else {
+            m.requests
+                .with_label_values(&[route, status.as_str()])
+                .inc();
+        }
+        self.duration
+            .get_or_init(|| m.request_duration.with_label_values(&[route]))
+            .observe(elapsed.as_secs_f64());
+        self.overhead
+            .get_or_init(|| m.overhead.with_label_values(&[route]))
+            .observe(overhead.as_secs_f64());
+    }
+}
+
+/// A provider's series, as [`RouteSeries`] is a route's: kept with every
+/// target of the provider.
+#[derive(Debug, Default)]
+pub struct ProviderSeries {
+    upstream_duration: OnceLock<Histogram>,
+    upstream_ok: OnceLock<IntCounter>,
+    /// prompt, completion and cached tokens
+    tokens: [OnceLock<IntCounter>; 3],
+}
+
+impl ProviderSeries {
+    /// An upstream attempt of `provider` that took `took`; `outcome` is
+    /// "ok" or the failure's kind.
+    pub fn attempt(&self, m: &Metrics, provider: &str, took: Duration, outcome: &str) {
+        self.upstream_duration
+            .get_or_init(|| m.upstream_duration.with_label_values(&[provider]))
+            .observe(took.as_secs_f64());
+        if outcome == "ok" {
+            self.upstream_ok
+                .get_or_init(|| m.upstream_requests.with_label_values(&[provider, outcome]))
+                .inc();
+        } else {
+            m.upstream_requests
+                .with_label_values(&[provider, outcome])
+                .inc();
+        }
+    }
+
+    pub fn record_usage(&self, m: &Metrics, provider: &str, usage: crate::wire::usage::Usage) {
+        let counts = [usage.prompt, usage.completion, usage.cached];
+        for ((kind, n), series) in ["prompt", "completion", "cached"]
+            .into_iter()
+            .zip(counts)
+            .zip(&self.tokens)
+        {
             if n > 0 {
-                self.tokens.with_label_values(&[provider, kind]).inc_by(n);
+                series
+                    .get_or_init(|| m.tokens.with_label_values(&[provider, kind]))
+                    .inc_by(n);
             }
         }
     }
@@ -272,5 +351,58 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::usage::Usage;
+
+    fn rendered(m: &Metrics) -> String {
+        String::from_utf8(m.render()).unwrap()
+    }
+
+    /// The kept handles count into the labelled series, which appear only
+    /// once something happened; other statuses and outcomes still count.
+    #[test]
+    fn kept_series_count_where_label_lookups_would() {
+        let m = Metrics::new();
+        let (route, provider) = (RouteSeries::default(), ProviderSeries::default());
+        let text = rendered(&m);
+        assert!(!text.contains("route=\"main\"") && !text.contains("provider=\"p\""));
+
+        let ms = Duration::from_millis;
+        for status in [StatusCode::OK, StatusCode::OK, StatusCode::BAD_GATEWAY] {
+            route.record(&m, "main", status, ms(3), ms(1));
+        }
+        provider.attempt(&m, "p", ms(2), "ok");
+        provider.attempt(&m, "p", ms(2), "rate_limited");
+        let usage = Usage {
+            prompt: 5,
+            completion: 2,
+            cached: 0,
+        };
+        provider.record_usage(&m, "p", usage);
+        provider.record_usage(&m, "p", usage);
+
+        let text = rendered(&m);
+        for line in [
+            r#"hermes_requests_total{route="main",status="200"} 2"#,
+            r#"hermes_requests_total{route="main",status="502"} 1"#,
+            r#"hermes_request_duration_seconds_count{route="main"} 3"#,
+            r#"hermes_overhead_seconds_count{route="main"} 3"#,
+            r#"hermes_upstream_requests_total{outcome="ok",provider="p"} 1"#,
+            r#"hermes_upstream_requests_total{outcome="rate_limited",provider="p"} 1"#,
+            r#"hermes_upstream_duration_seconds_count{provider="p"} 2"#,
+            r#"hermes_tokens_total{kind="prompt",provider="p"} 10"#,
+            r#"hermes_tokens_total{kind="completion",provider="p"} 4"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(
+            !text.contains(r#"kind="cached""#),
+            "no cached tokens were seen"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{self, Config, Strategy};
 use crate::error::ApiError;
+use crate::metrics::{ProviderSeries, RouteSeries};
 use crate::provider::{self, Provider};
 use crate::upstream::Client;
 
@@ -25,6 +26,8 @@ pub struct Target {
     pub weight: u32,
     /// From routes.toml, if given.
     pub context_window: Option<u32>,
+    /// The provider's metrics, shared by its targets.
+    pub series: Arc<ProviderSeries>,
 }
 
 /// Where one request may go, and how.
@@ -41,6 +44,8 @@ pub struct Plan {
     pub resume: bool,
     /// The `model` the client asked for (the default summarizer route).
     pub requested: String,
+    /// The metrics of `label`.
+    pub series: Arc<RouteSeries>,
 }
 
 impl std::fmt::Debug for Target {
@@ -58,8 +63,30 @@ impl std::fmt::Debug for Target {
 pub struct Routes {
     /// None: the route has no enabled target.
     plans: FxHashMap<String, Option<Arc<Plan>>>,
-    providers: FxHashMap<String, (Arc<config::Provider>, Arc<dyn Provider>)>,
+    providers: FxHashMap<String, Enabled>,
     available: Vec<String>,
+}
+
+/// An enabled provider, built once per config.
+struct Enabled {
+    provider: Arc<config::Provider>,
+    adapter: Arc<dyn Provider>,
+    series: Arc<ProviderSeries>,
+    /// The metrics of `provider/*`, its direct address.
+    direct: Arc<RouteSeries>,
+}
+
+impl Enabled {
+    fn target(&self, model: &str) -> Target {
+        Target {
+            provider: self.provider.clone(),
+            adapter: self.adapter.clone(),
+            model: model.to_owned(),
+            weight: 1,
+            context_window: None,
+            series: self.series.clone(),
+        }
+    }
 }
 
 impl Routes {
@@ -69,9 +96,14 @@ impl Routes {
             .iter()
             .filter(|p| p.enabled)
             .map(|p| {
-                let p = Arc::new(p.clone());
-                let adapter = provider::build(&p, client, &config.server);
-                (p.name.clone(), (p, adapter))
+                let provider = Arc::new(p.clone());
+                let enabled = Enabled {
+                    adapter: provider::build(&provider, client, &config.server),
+                    provider,
+                    series: Arc::default(),
+                    direct: Arc::default(),
+                };
+                (p.name.clone(), enabled)
             })
             .collect();
         let plans = config
@@ -82,13 +114,10 @@ impl Routes {
                     .targets
                     .iter()
                     .filter_map(|t| {
-                        let (provider, adapter) = providers.get(&t.provider)?;
                         Some(Target {
-                            provider: provider.clone(),
-                            adapter: adapter.clone(),
-                            model: t.model.clone(),
                             weight: t.weight,
                             context_window: t.context_window,
+                            ..providers.get(&t.provider)?.target(&t.model)
                         })
                     })
                     .collect();
@@ -100,6 +129,7 @@ impl Routes {
                         compression: route.compression,
                         resume: route.resume,
                         requested: route.name.clone(),
+                        series: Arc::default(),
                     })
                 });
                 (route.name.clone(), plan)
@@ -125,21 +155,16 @@ impl Routes {
             None => {}
         }
         if let Some((name, target_model)) = model.split_once('/') {
-            if let Some((provider, adapter)) = self.providers.get(name) {
+            if let Some(enabled) = self.providers.get(name) {
                 if !target_model.is_empty() {
                     return Ok(Arc::new(Plan {
                         label: format!("{name}/*"),
-                        targets: vec![Target {
-                            provider: provider.clone(),
-                            adapter: adapter.clone(),
-                            model: target_model.to_owned(),
-                            weight: 1,
-                            context_window: None,
-                        }],
+                        targets: vec![enabled.target(target_model)],
                         strategy: Strategy::Fallback,
                         compression: true,
                         resume: false,
                         requested: model.to_owned(),
+                        series: enabled.direct.clone(),
                     }));
                 }
             }

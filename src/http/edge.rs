@@ -30,6 +30,7 @@ use super::browser;
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
 use crate::pipeline::Handles;
+use crate::route::Plan;
 use crate::runtime::State;
 use crate::wire::usage::Usage;
 use futures_util::FutureExt;
@@ -44,7 +45,8 @@ const EXPOSED_HEADERS: &str =
 /// put it in the response's extensions.
 #[derive(Debug, Default, Clone)]
 pub struct Trace {
-    pub route: Option<String>,
+    /// The route the request took, once routed.
+    pub plan: Option<Arc<Plan>>,
     pub provider: Option<String>,
     pub attempts: u32,
     pub upstream_time: Duration,
@@ -200,8 +202,13 @@ pub async fn observe<S: Inner>(
     // Proxied requests that failed before routing (bad key, body, model)
     // count under a fixed label, so error ratios see them.
     let proxied = path.starts_with("/v1/") && method == Method::POST;
-    if let Some(route) = trace.route.as_deref().or(proxied.then_some(UNROUTED)) {
-        record(&handles.metrics, route, resp.status(), started, &trace);
+    let route = trace.plan.as_ref().map(|plan| plan.label.as_str());
+    if let Some(route) = route.or(proxied.then_some(UNROUTED)) {
+        let elapsed = started.elapsed();
+        let overhead = elapsed.saturating_sub(trace.upstream_time);
+        let m = &handles.metrics;
+        let series = trace.plan.as_ref().map_or(&m.unrouted, |plan| &plan.series);
+        series.record(m, route, resp.status(), elapsed, overhead);
         access::log(&access::Line {
             request_id: id.as_ref().map_or("-", |id| &id.0),
             method: method.as_str(),
@@ -210,7 +217,7 @@ pub async fn observe<S: Inner>(
             provider: trace.provider.as_deref().unwrap_or("-"),
             attempts: trace.attempts,
             status: resp.status().as_u16(),
-            ms: started.elapsed().as_millis() as u64,
+            ms: elapsed.as_millis() as u64,
             upstream_ms: trace.upstream_time.as_millis() as u64,
             prompt_tokens: trace.usage.map(|u| u.prompt),
             completion_tokens: trace.usage.map(|u| u.completion),
@@ -233,20 +240,6 @@ impl Drop for Inflight {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-fn record(m: &Metrics, route: &str, status: StatusCode, started: Instant, trace: &Trace) {
-    m.requests
-        .with_label_values(&[route, status.as_str()])
-        .inc();
-    let elapsed = started.elapsed();
-    m.request_duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
-    let overhead = elapsed.saturating_sub(trace.upstream_time);
-    m.overhead
-        .with_label_values(&[route])
-        .observe(overhead.as_secs_f64());
 }
 
 // ------------------------------------------------------------------ CORS

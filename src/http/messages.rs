@@ -85,7 +85,7 @@ async fn create_inner(
         trace,
     )
     .await?;
-    account(state, &sent.served, trace);
+    account(state, &sent, trace);
     let headers = hermes_headers(&sent);
     let served = sent.served;
     let resp = match served.answer {

@@ -56,7 +56,7 @@ pub async fn forward(
         trace,
     )
     .await?;
-    account(state, &sent.served, trace);
+    account(state, &sent, trace);
     let headers = hermes_headers(&sent);
     let Sent {
         plan,
@@ -138,7 +138,7 @@ pub(super) async fn send(
             },
             (e, _) => e,
         })?;
-    trace.route = Some(plan.label.clone());
+    trace.plan = Some(plan.clone());
     if let Some(p) = principal {
         if !p.may_use(&plan.label) {
             return Err(ApiError::ModelNotAllowed(model));
@@ -246,14 +246,20 @@ pub(super) fn with_headers(
 /// A JSON answer's usage: accounted to its provider (unless the agent loop
 /// counted it step by step), and noted for the access log. (A stream's is
 /// the relay's, as its events arrive.)
-pub(super) fn account(state: &State, served: &Served, trace: &mut Trace) {
+pub(super) fn account(state: &State, sent: &Sent, trace: &mut Trace) {
+    let served = &sent.served;
     let Answer::Json { usage, .. } = &served.answer else {
         return;
     };
     if let Some(usage) = usage.filter(|_| served.agent.is_none()) {
+        let series = sent
+            .plan
+            .targets
+            .iter()
+            .find_map(|t| (t.provider.name == served.provider).then_some(&*t.series));
         state
             .handles
-            .account(&served.provider, served.estimated_tokens, usage);
+            .account(&served.provider, series, served.estimated_tokens, usage);
     }
     trace.usage = *usage;
 }

@@ -71,7 +71,7 @@ pub async fn create(
         trace,
     )
     .await?;
-    account(state, &sent.served, trace);
+    account(state, &sent, trace);
     let headers = hermes_headers(&sent);
     let id = responses::new_id("resp");
     let created_at = now();

@@ -10,7 +10,7 @@ use super::failover::cooldown::Cooldowns;
 use super::failover::limits::Limits;
 use super::reasoning::Remembered;
 use crate::cluster::{cooldowns, Cluster};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProviderSeries};
 use crate::store::ResponseStore;
 use crate::upstream::Client;
 use crate::wire::usage::Usage;
@@ -73,10 +73,20 @@ impl Handles {
         handles
     }
 
-    /// An answer's real token usage: counted in metrics, and charged to the
-    /// provider's `tpm` budget where it exceeded the estimate made before sending.
-    pub fn account(&self, provider: &str, estimated: u32, usage: Usage) {
-        self.metrics.record_usage(provider, usage);
+    /// An answer's real token usage: counted in metrics (into `series` when
+    /// the caller has the provider's), and charged to the provider's `tpm`
+    /// budget where it exceeded the estimate made before sending.
+    pub fn account(
+        &self,
+        provider: &str,
+        series: Option<&ProviderSeries>,
+        estimated: u32,
+        usage: Usage,
+    ) {
+        match series {
+            Some(series) => series.record_usage(&self.metrics, provider, usage),
+            None => ProviderSeries::default().record_usage(&self.metrics, provider, usage),
+        }
         let actual = usage.prompt + usage.completion;
         if let Some(extra) = actual.checked_sub(u64::from(estimated)).filter(|n| *n > 0) {
             self.limits

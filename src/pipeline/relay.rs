@@ -230,8 +230,12 @@ impl Relay {
                 Ok((bytes, usage)) => {
                     if let Some(usage) = usage {
                         if !self.agent {
-                            self.handles
-                                .account(&self.provider, self.estimated_tokens, usage);
+                            self.handles.account(
+                                &self.provider,
+                                None,
+                                self.estimated_tokens,
+                                usage,
+                            );
                         }
                         self.usage = Some(usage);
                     }
@@ -286,7 +290,7 @@ impl Relay {
         if let Some(usage) = self.usage.filter(|_| !self.agent) {
             if self.native.is_some() {
                 self.handles
-                    .account(&self.provider, self.estimated_tokens, usage);
+                    .account(&self.provider, None, self.estimated_tokens, usage);
             }
         }
         tracing::info!(

@@ -201,7 +201,7 @@ impl Loop {
     fn account(&mut self, provider: &str, estimated_tokens: u32, usage: Option<Usage>) {
         if let Some(u) = usage {
             let handles = &self.shared.handles;
-            handles.account(provider, estimated_tokens, u);
+            handles.account(provider, None, estimated_tokens, u);
             reply::add(&mut self.usage, u);
         }
     }

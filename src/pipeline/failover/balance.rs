@@ -104,6 +104,7 @@ mod tests {
             model: "m".into(),
             weight,
             context_window: None,
+            series: Arc::default(),
         }
     }
 

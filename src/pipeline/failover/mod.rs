@@ -138,20 +138,14 @@ impl Failover {
             .await;
             let took = started.elapsed();
             ctx.upstream_time += took;
-            metrics
-                .upstream_duration
-                .with_label_values(&[provider])
-                .observe(took.as_secs_f64());
+            let outcome = result.as_ref().map_or_else(|e| e.kind.as_str(), |_| "ok");
+            target.series.attempt(metrics, provider, took, outcome);
 
             let err = match result {
                 Ok(mut success) => {
                     for hook in self.hooks.iter() {
                         hook.answered(&ctx, target, &mut success);
                     }
-                    metrics
-                        .upstream_requests
-                        .with_label_values(&[provider, "ok"])
-                        .inc();
                     h.cooldowns.clear(provider, &target.model);
                     h.latencies
                         .observe(provider, &target.model, took, Instant::now());
@@ -179,10 +173,6 @@ impl Failover {
                 }
                 Err(err) => err,
             };
-            metrics
-                .upstream_requests
-                .with_label_values(&[provider, err.kind.as_str()])
-                .inc();
             tracing::warn!(
                 provider,
                 model = %target.model,
