@@ -1,5 +1,5 @@
 //! The pooled HTTP client every provider request goes through: rustls with
-//! webpki roots, HTTP/2 where the upstream offers it by ALPN, and a pool of
+//! webpki roots (and `SSL_CERT_FILE`'s, [`trust`]), HTTP/2 where the upstream offers it by ALPN, and a pool of
 //! connections per thread. A pooled connection is driven by a task of the
 //! runtime that opened it; with one pool per worker thread
 //! ([`crate::server::run_workers`]) a request's upstream connection is
@@ -11,6 +11,7 @@
 //! the connector sees them, so it connects only to addresses that passed.
 
 mod pool;
+pub mod trust;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -91,9 +92,7 @@ where
         ))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
+        .with_root_certificates(trust::roots())
         .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)

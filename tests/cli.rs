@@ -287,22 +287,36 @@ fn models_lists_the_default_route_and_its_targets_in_order() {
 
 // ----- serve -----
 
+/// A served proxy, killed if a failed assertion drops it before
+/// `stop_and_read_log`: left running, it would hold the suite's output open.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `cmd` (a `serve` listening on `addr`) with its info log piped,
 /// and waits until it answers `/health`.
-fn serving(cmd: &mut Command, addr: &str) -> Child {
-    let child = cmd
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+fn serving(cmd: &mut Command, addr: &str) -> Serving {
+    let child = Serving(
+        cmd.env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     wait_for("the proxy to listen", || {
         http_get(addr, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
     });
     child
 }
 
-/// Sends `signal` (`-HUP`, `-TERM`) to `child`.
-fn signal(child: &Child, signal: &str) {
+/// Sends `signal` (`-HUP`, `-TERM`) to a served proxy.
+fn signal(Serving(child): &Serving, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
@@ -312,8 +326,9 @@ fn signal(child: &Child, signal: &str) {
 
 /// Stops a served proxy as a supervisor does (SIGTERM), checks that it
 /// exits 0, and returns what it logged.
-fn stop_and_read_log(mut child: Child) -> String {
-    signal(&child, "-TERM");
+fn stop_and_read_log(mut served: Serving) -> String {
+    signal(&served, "-TERM");
+    let child = &mut served.0;
     let mut code = None;
     wait_for("a clean exit", || {
         code = child.try_wait().unwrap();
@@ -488,4 +503,171 @@ fn a_store_that_cannot_be_opened_stops_the_start_naming_its_path() {
         "{stderr}"
     );
     assert!(stderr.contains("[store]"), "{stderr}");
+}
+
+/// An HTTPS upstream on loopback with a certificate of its own authority,
+/// speaking HTTP/2 when ALPN offers it (as OpenAI's and Anthropic's APIs
+/// do), HTTP/1.1 otherwise. Counts TLS connections and those that chose h2.
+struct TlsUpstream {
+    port: u16,
+    /// The authority's certificate, PEM.
+    ca: String,
+    connections: std::sync::Arc<AtomicUsize>,
+    h2: std::sync::Arc<AtomicUsize>,
+}
+
+fn tls_upstream(rt: &tokio::runtime::Runtime) -> TlsUpstream {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use std::sync::Arc;
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, h2) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counted, counted_h2) = (connections.clone(), h2.clone());
+    rt.spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, counted_h2) = (acceptor.clone(), counted_h2.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return; // a client that did not trust us
+                };
+                let is_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let answer = hyper::service::service_fn(|_req| async {
+                    let body = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"over tls"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+                    let resp = http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                            body.as_bytes(),
+                        )))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let io = TokioIo::new(stream);
+                if is_h2 {
+                    counted_h2.fetch_add(1, Ordering::SeqCst);
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, answer)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, answer)
+                        .await;
+                }
+            });
+        }
+    });
+    TlsUpstream {
+        port,
+        ca: ca.pem(),
+        connections,
+        h2,
+    }
+}
+
+/// A chat completion through the proxy at `addr`: status and body.
+fn chat(rt: &tokio::runtime::Runtime, addr: &str) -> (u16, String) {
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&serde_json::json!({"model": "main", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    })
+}
+
+#[test]
+fn serve_trusts_the_authorities_of_ssl_cert_file_and_shares_one_http2_connection() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = tls_upstream(&rt);
+    let dir = Scratch::new("tls-upstream");
+    let ca = dir.write("ca.pem", &up.ca);
+    let config = dir.write(
+        "routes.toml",
+        &format!(
+            "[providers.tls]\nkind = \"openai\"\nbase_url = \"https://127.0.0.1:{}/v1\"\napi_key_env = \"UP_KEY\"\n\n[routes.main]\ntargets = [{{ provider = \"tls\", model = \"m\" }}]\n",
+            up.port
+        ),
+    );
+    let serve = |ca: Option<&Path>| {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = hermes(&dir);
+        cmd.env("UP_KEY", "k")
+            .env("TOKIO_WORKER_THREADS", "1")
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                &addr,
+            ]);
+        if let Some(ca) = ca {
+            cmd.env("SSL_CERT_FILE", ca);
+        }
+        (serving(&mut cmd, &addr), addr)
+    };
+
+    // Mozilla's authorities alone do not vouch for this upstream: a clear 502.
+    let (child, addr) = serve(None);
+    let (status, body) = chat(&rt, &addr);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("certificate"), "{body}");
+    stop_and_read_log(child);
+    let refused = up.connections.load(Ordering::SeqCst);
+
+    let (child, addr) = serve(Some(&ca));
+    for _ in 0..3 {
+        let (status, body) = chat(&rt, &addr);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("over tls"), "{body}");
+    }
+    // Requests at once share the pooled HTTP/2 connection too.
+    let at_once: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                chat(&rt, &addr).0
+            })
+        })
+        .collect();
+    for request in at_once {
+        assert_eq!(request.join().unwrap(), 200);
+    }
+    assert_eq!(up.connections.load(Ordering::SeqCst) - refused, 1);
+    assert_eq!(up.h2.load(Ordering::SeqCst), 1);
+    let log = stop_and_read_log(child);
+    assert!(
+        log.contains("upstream TLS also trusts the 1 certificate(s) of SSL_CERT_FILE="),
+        "{log}"
+    );
 }

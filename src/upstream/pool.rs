@@ -118,9 +118,10 @@ impl Pool {
             if !self.usable(&conn, since, now) {
                 continue;
             }
-            // HTTP/2 serves this request and stays for the next ones.
+            // HTTP/2 serves this request and stays for the next ones, its
+            // idle time counted from now: a busy connection does not age out.
             if let Conn::H2(shared) = &conn {
-                host.idle.push((Conn::H2(shared.clone()), since));
+                host.idle.push((Conn::H2(shared.clone()), now));
             }
             return Some((host.origin.clone(), Some(conn)));
         }
