@@ -3,9 +3,10 @@
 //! names, the variable curl, OpenSSL and Go read, for a local server with a
 //! certificate of its own or a company's TLS-inspecting proxy.
 
+use std::path::Path;
 use std::sync::OnceLock;
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 
@@ -16,16 +17,14 @@ pub(super) fn roots() -> RootCertStore {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    for cert in extra() {
-        // Read and checked once (see `extra`); an authority rustls cannot
-        // use was reported there.
-        let _ = roots.add(cert.clone());
-    }
+    // Each was checked when read (see `extra`).
+    roots.add_parsable_certificates(extra().iter().cloned());
     roots
 }
 
-/// `SSL_CERT_FILE`'s certificates, read once per process (every upstream
-/// client shares them) and logged: how many were added, or why none were.
+/// `SSL_CERT_FILE`'s usable authorities, read once per process (every
+/// upstream client shares them) and logged: how many were added, how many
+/// skipped (a system bundle may hold some rustls cannot use), or why none were.
 fn extra() -> &'static [CertificateDer<'static>] {
     static EXTRA: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
     EXTRA.get_or_init(|| {
@@ -33,34 +32,65 @@ fn extra() -> &'static [CertificateDer<'static>] {
             return Vec::new();
         };
         let path = std::path::PathBuf::from(path);
-        let usable =
-            |cert: &CertificateDer<'static>| RootCertStore::empty().add(cert.clone()).is_ok();
-        let certs = CertificateDer::pem_file_iter(&path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("cannot read it ({e})"))
-            .and_then(|certs| match certs {
-                c if c.is_empty() => Err("no PEM certificate in it".to_owned()),
-                c if !c.iter().all(usable) => {
-                    Err("a certificate in it is no usable authority".to_owned())
-                }
-                c => Ok(c),
-            });
-        match certs {
-            Ok(certs) => {
-                tracing::info!(
-                    "upstream TLS also trusts the {} certificate(s) of {EXTRA_ROOTS}={}",
-                    certs.len(),
-                    path.display()
-                );
-                certs
-            }
-            Err(why) => {
+        let (usable, skipped) = match authorities(&path) {
+            Ok(read) => read,
+            Err(e) => {
                 tracing::error!(
-                    "{EXTRA_ROOTS}={}: {why}; upstream TLS trusts the built-in authorities only",
+                    "{EXTRA_ROOTS}={}: cannot read it ({e}); upstream TLS trusts the built-in authorities only",
                     path.display()
                 );
-                Vec::new()
+                return Vec::new();
             }
+        };
+        if usable.is_empty() {
+            tracing::error!(
+                "{EXTRA_ROOTS}={}: no usable PEM certificate in it ({} skipped); upstream TLS trusts the built-in authorities only",
+                path.display(),
+                skipped
+            );
+        } else {
+            tracing::info!(
+                "upstream TLS also trusts the {} certificate(s) of {EXTRA_ROOTS}={} ({} skipped: no usable authority)",
+                usable.len(),
+                path.display(),
+                skipped
+            );
         }
+        usable
     })
+}
+
+/// The certificates of the PEM file at `path` that rustls can use as
+/// authorities, and how many others it holds.
+fn authorities(path: &Path) -> Result<(Vec<CertificateDer<'static>>, usize), pem::Error> {
+    let certs = CertificateDer::pem_file_iter(path)?.collect::<Result<Vec<_>, _>>()?;
+    let (usable, skipped): (Vec<_>, Vec<_>) = certs
+        .into_iter()
+        .partition(|cert| RootCertStore::empty().add(cert.clone()).is_ok());
+    Ok((usable, skipped.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_gives_its_usable_authorities_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap().pem();
+        // a well-formed PEM block whose content is no certificate
+        let junk = "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n";
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, format!("{ca}{junk}")).unwrap();
+        let (usable, skipped) = authorities(&bundle).unwrap();
+        assert_eq!((usable.len(), skipped), (1, 1));
+
+        let none = dir.path().join("none.pem");
+        std::fs::write(&none, "no PEM here").unwrap();
+        assert_eq!(authorities(&none).unwrap().0.len(), 0);
+        assert!(authorities(&dir.path().join("missing.pem")).is_err());
+    }
 }
