@@ -73,18 +73,24 @@ impl Activity {
         }
     }
 
+    /// Not told to the watchdog: a busy connection has no deadline, and a
+    /// watchdog that wakes at the old one finds it busy and waits on.
+    /// (Every wake-up cost a request a timer's reregistration.)
     fn begin(self: &Arc<Self>) -> Ticket {
         self.with(|p| {
             p.busy += 1;
             p.awaiting_head = false;
         });
-        self.changed.notify_one();
         Ticket(self.clone())
     }
 
     /// Resolves when the connection should be closed, with the reason; the
     /// limits are read from the config serving at each change of phase.
     pub(super) async fn expired(&self, state: &State) -> &'static str {
+        // One timer for the connection's life, moved rather than made anew
+        // at each change of phase.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
         loop {
             let deadline = self.with(|p| {
                 (p.busy == 0).then(|| {
@@ -102,9 +108,12 @@ impl Activity {
             match deadline {
                 Some((at, why)) if at <= Instant::now() => return why,
                 Some((at, _)) => {
+                    if timer.deadline() != at {
+                        timer.as_mut().reset(at);
+                    }
                     tokio::select! {
                         () = self.changed.notified() => {}
-                        () = tokio::time::sleep_until(at) => {}
+                        () = &mut timer => {}
                     }
                 }
                 None => self.changed.notified().await,

@@ -118,6 +118,41 @@ async fn a_body_that_trickles_gets_408_request_timeout() {
     assert!(started.elapsed() >= Duration::from_secs(3));
 }
 
+/// A request slower than both limits is served whole, and its connection's
+/// idle time starts when the answer has gone, not when the request came.
+#[tokio::test(start_paused = true)]
+async fn a_slow_answer_outlasts_the_limits_and_idle_time_starts_after_it() {
+    let proxy = Proxy::start(
+        "[server]\nheader_read_timeout = \"1s\"\nidle_timeout = \"2s\"\n\
+         [providers.demo]\nkind = \"mock\"\nfirst_byte_delay = \"5s\"\n\n\
+         [routes.main]\ntargets = [{ provider = \"demo\", model = \"demo\" }]\n",
+    )
+    .await;
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let body = br#"{"model": "main", "messages": [{"role": "user", "content": "hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    conn.write_all(body).await.unwrap();
+    let (status, text) = timeout(NEVER, read_response(&mut conn))
+        .await
+        .expect("a slow answer was waited on for an hour")
+        .expect("the connection was closed while its request was served");
+    assert_eq!(status, 200, "{text}");
+    let idle_from = Instant::now();
+    timeout(NEVER, closed(&mut conn))
+        .await
+        .expect("an idle keep-alive was held for an hour");
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_secs(2) && idle < Duration::from_secs(3),
+        "{idle:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_idle_keep_alive_is_closed_after_idle_timeout_and_not_before() {
     // The header timeout is shorter than the idle one: it must not apply to
