@@ -23,6 +23,17 @@ fn demo_config(server: &str) -> String {
 
 const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
+/// A chat completion's body, sent after [`chat_head`].
+const CHAT: &[u8] = br#"{"model": "main", "messages": [{"role": "user", "content": "hi"}]}"#;
+
+fn chat_head() -> String {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        CHAT.len()
+    )
+}
+
 /// Longer than any limit under test: on the paused clock, waiting this long
 /// means "never".
 const NEVER: Duration = Duration::from_secs(3600);
@@ -42,6 +53,15 @@ async fn closed(conn: &mut TcpStream) {
             return;
         }
     }
+}
+
+/// How long `conn`, idle from now, stays open (an hour at most).
+async fn idle_until_closed(conn: &mut TcpStream) -> Duration {
+    let from = Instant::now();
+    timeout(NEVER, closed(conn))
+        .await
+        .expect("an idle keep-alive was held for an hour");
+    from.elapsed()
 }
 
 #[tokio::test(start_paused = true)]
@@ -98,14 +118,8 @@ async fn a_connection_that_sends_nothing_is_closed_after_header_read_timeout() {
 async fn a_body_that_trickles_gets_408_request_timeout() {
     let proxy = Proxy::start(&demo_config("body_read_timeout = \"3s\"\n")).await;
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
-    let body = br#"{"model": "main", "messages": [{"role": "user", "content": "hi"}]}"#;
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(&body[..10]).await.unwrap();
+    conn.write_all(chat_head().as_bytes()).await.unwrap();
+    conn.write_all(&CHAT[..10]).await.unwrap();
     let started = Instant::now();
     let (status, text) = timeout(NEVER, read_response(&mut conn))
         .await
@@ -129,24 +143,14 @@ async fn a_slow_answer_outlasts_the_limits_and_idle_time_starts_after_it() {
     )
     .await;
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
-    let body = br#"{"model": "main", "messages": [{"role": "user", "content": "hi"}]}"#;
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(request.as_bytes()).await.unwrap();
-    conn.write_all(body).await.unwrap();
+    conn.write_all(chat_head().as_bytes()).await.unwrap();
+    conn.write_all(CHAT).await.unwrap();
     let (status, text) = timeout(NEVER, read_response(&mut conn))
         .await
         .expect("a slow answer was waited on for an hour")
         .expect("the connection was closed while its request was served");
     assert_eq!(status, 200, "{text}");
-    let idle_from = Instant::now();
-    timeout(NEVER, closed(&mut conn))
-        .await
-        .expect("an idle keep-alive was held for an hour");
-    let idle = idle_from.elapsed();
+    let idle = idle_until_closed(&mut conn).await;
     assert!(
         idle >= Duration::from_secs(2) && idle < Duration::from_secs(3),
         "{idle:?}"
@@ -173,11 +177,7 @@ async fn an_idle_keep_alive_is_closed_after_idle_timeout_and_not_before() {
             .0,
         200
     );
-    let idle_from = Instant::now();
-    timeout(NEVER, closed(&mut conn))
-        .await
-        .expect("an idle keep-alive was held for an hour");
-    let idle = idle_from.elapsed();
+    let idle = idle_until_closed(&mut conn).await;
     assert!(
         idle >= Duration::from_secs(5) && idle < Duration::from_secs(6),
         "{idle:?}"
