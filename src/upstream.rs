@@ -1,10 +1,11 @@
 //! The pooled HTTP client every provider request goes through: rustls with
-//! webpki roots (and `SSL_CERT_FILE`'s, [`trust`]), HTTP/2 where the upstream offers it by ALPN, and a pool of
-//! connections per thread. A pooled connection is driven by a task of the
-//! runtime that opened it; with one pool per worker thread
-//! ([`crate::server::run_workers`]) a request's upstream connection is
-//! served by its own thread, as nginx's workers keep their own keep-alive
-//! pools, rather than waking another thread for every exchange.
+//! webpki roots (and `SSL_CERT_FILE`'s, [`trust`]), HTTP/2 where the
+//! upstream offers it by ALPN, and a pool of connections per thread. A
+//! pooled connection is driven by a task of the runtime that opened it; with
+//! one pool per worker thread ([`crate::server::run_workers`]) a request's
+//! upstream connection is served by its own thread, as nginx's workers keep
+//! their own keep-alive pools, rather than waking another thread for every
+//! exchange.
 //!
 //! The agent's `web_fetch` uses the same client type with a
 //! [`FilteredResolver`]: the addresses a name resolves to are checked before
