@@ -202,12 +202,11 @@ pub async fn observe<S: Inner>(
     // Proxied requests that failed before routing (bad key, body, model)
     // count under a fixed label, so error ratios see them.
     let proxied = path.starts_with("/v1/") && method == Method::POST;
-    let route = trace.plan.as_ref().map(|plan| plan.label.as_str());
-    if let Some(route) = route.or(proxied.then_some(UNROUTED)) {
+    let m = &handles.metrics;
+    let routed = trace.plan.as_ref().map(|p| (p.label.as_str(), &*p.series));
+    if let Some((route, series)) = routed.or(proxied.then_some((UNROUTED, &m.unrouted))) {
         let elapsed = started.elapsed();
         let overhead = elapsed.saturating_sub(trace.upstream_time);
-        let m = &handles.metrics;
-        let series = trace.plan.as_ref().map_or(&m.unrouted, |plan| &plan.series);
         series.record(m, route, resp.status(), elapsed, overhead);
         access::log(&access::Line {
             request_id: id.as_ref().map_or("-", |id| &id.0),

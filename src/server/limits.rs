@@ -90,7 +90,7 @@ impl Activity {
         // One timer, moved rather than made anew at each change of phase,
         // and boxed: kept inline it made every open stream a kilobyte
         // larger (`bench.py streams`).
-        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut timer = Box::pin(tokio::time::sleep_until(Instant::now()));
         loop {
             let deadline = self.with(|p| {
                 (p.busy == 0).then(|| {
@@ -108,7 +108,6 @@ impl Activity {
             match deadline {
                 Some((at, why)) if at <= Instant::now() => return why,
                 Some((at, _)) => {
-                    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
                     if timer.deadline() != at {
                         timer.as_mut().reset(at);
                     }

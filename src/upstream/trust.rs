@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, TrustAnchor};
 use rustls::RootCertStore;
 
 /// The variable that names a PEM file of extra authorities.
@@ -17,22 +17,21 @@ pub(super) fn roots() -> RootCertStore {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    // Each was checked when read (see `extra`).
-    roots.add_parsable_certificates(extra().iter().cloned());
+    roots.roots.extend(extra().iter().cloned());
     roots
 }
 
 /// `SSL_CERT_FILE`'s usable authorities, read once per process (every
 /// upstream client shares them) and logged: how many were added, how many
 /// skipped (a system bundle may hold some rustls cannot use), or why none were.
-fn extra() -> &'static [CertificateDer<'static>] {
-    static EXTRA: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+fn extra() -> &'static [TrustAnchor<'static>] {
+    static EXTRA: OnceLock<Vec<TrustAnchor<'static>>> = OnceLock::new();
     EXTRA.get_or_init(|| {
         let Some(path) = std::env::var_os(EXTRA_ROOTS) else {
             return Vec::new();
         };
-        let path = std::path::PathBuf::from(path);
-        let (usable, skipped) = match authorities(&path) {
+        let path = Path::new(&path);
+        let (usable, skipped) = match authorities(path) {
             Ok(read) => read,
             Err(e) => {
                 tracing::error!(
@@ -60,14 +59,13 @@ fn extra() -> &'static [CertificateDer<'static>] {
     })
 }
 
-/// The certificates of the PEM file at `path` that rustls can use as
-/// authorities, and how many others it holds.
-fn authorities(path: &Path) -> Result<(Vec<CertificateDer<'static>>, usize), pem::Error> {
+/// The authorities of the PEM file at `path` that rustls can use, and how
+/// many of its certificates it cannot.
+fn authorities(path: &Path) -> Result<(Vec<TrustAnchor<'static>>, usize), pem::Error> {
     let certs = CertificateDer::pem_file_iter(path)?.collect::<Result<Vec<_>, _>>()?;
-    let (usable, skipped): (Vec<_>, Vec<_>) = certs
-        .into_iter()
-        .partition(|cert| RootCertStore::empty().add(cert.clone()).is_ok());
-    Ok((usable, skipped.len()))
+    let mut read = RootCertStore::empty();
+    let (_, skipped) = read.add_parsable_certificates(certs);
+    Ok((read.roots, skipped))
 }
 
 #[cfg(test)]

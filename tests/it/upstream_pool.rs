@@ -18,8 +18,9 @@ const ANSWER: &str = r#"{"id":"c1","object":"chat.completion","created":1,"model
 
 const STREAM_CHUNK: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"up-model","choices":[{"index":0,"delta":{"role":"assistant","content":"pooled"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"prompt_tokens_details":{"cached_tokens":0}}}"#;
 
-/// Answers every request with [`ANSWER`] (a stream with [`STREAM_CHUNK`]) (the proxy's context-window probes
-/// too); counts accepted connections.
+/// Answers every request with [`ANSWER`], or a stream of [`STREAM_CHUNK`]
+/// when asked for one (the proxy's context-window probes too); counts
+/// accepted connections.
 struct RawUpstream {
     base_url: String,
     accepted: Arc<AtomicUsize>,
